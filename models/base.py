@@ -1,0 +1,67 @@
+"""The contract every model backend implements, and the values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+# Called after each denoising step with (step, total) where step counts from 1.
+# It may raise to stop the generation at that step (cancellation, deadlines).
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendOptions:
+    """How a backend loads: where from, on which device, in which precision."""
+
+    model_path: str | None = None
+    revision: str | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    vae_tiling: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """A validated text-to-video request, in the units the model uses."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 171198
+    height: int = 704
+    width: int = 1216
+    num_frames: int = 121
+    num_inference_steps: int = 50
+    fps: int = 24
+    guidance_scale: float = 3.0
+
+
+@dataclass(kw_only=True)
+class Video:
+    """Decoded frames, uint8 RGB of shape (frames, height, width, 3), and their rate."""
+
+    frames: np.ndarray
+    fps: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 (F, H, W, 3), got {self.frames.dtype} {self.frames.shape}")
+
+
+class Backend(Protocol):
+    """A model that loads once and then turns requests into videos, one at a time."""
+
+    name: str
+
+    def load(self) -> None:
+        """Load weights onto the device. Called once, in the runner thread."""
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Video:
+        """Run one generation; call `on_step` after every denoising step."""
+
+    def describe(self) -> dict[str, Any]:
+        """Model name, revision, device and dtype, for responses and `/`."""

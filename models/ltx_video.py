@@ -1,0 +1,171 @@
+"""`ltx-video`: Lightricks LTX-Video through diffusers' `LTXPipeline`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import LTXPipeline
+
+from models.base import BackendOptions, GenerationRequest, StepCallback, Video
+
+DEFAULT_HUB_ID = "Lightricks/LTX-Video"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={name} but CUDA is not available (no GPU or no driver)")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA and float32 on the CPU (CPU bf16 kernels are slow)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected auto or one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+class LTXVideoBackend:
+    """Text-to-video with LTX-Video, from a local diffusers directory or the hub."""
+
+    name = "ltx-video"
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.dtype = resolve_dtype(options.dtype, self.device)
+        self.pipe: LTXPipeline | None = None
+
+    def _build_pipeline(self) -> LTXPipeline:
+        source = self.options.model_path or DEFAULT_HUB_ID
+        local = Path(source).is_dir()
+        return LTXPipeline.from_pretrained(
+            source,
+            revision=None if local else self.options.revision,
+            dtype=self.dtype,
+            local_files_only=local,
+        )
+
+    def load(self) -> None:
+        pipe = self._build_pipeline()
+        pipe.to(self.device)
+        if self.options.vae_tiling:
+            pipe.vae.enable_tiling()
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "source": self.options.model_path or DEFAULT_HUB_ID,
+            "revision": self.options.revision or "unversioned",
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Video:
+        pipe = self.pipe
+        if pipe is None:
+            raise RuntimeError("generate() called before load()")
+        timings: dict[str, float] = {}
+
+        # 1. Validate: the VAE compresses 32x in space and 8x in time.
+        spatial = pipe.vae_spatial_compression_ratio
+        temporal = pipe.vae_temporal_compression_ratio
+        if request.height % spatial or request.width % spatial or (request.num_frames - 1) % temporal:
+            raise ValueError(
+                f"height and width must be multiples of {spatial} and num_frames of the form {temporal}k+1"
+            )
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        guided = request.guidance_scale > 1.0
+
+        # 2. Encode prompt (and the negative prompt for classifier-free guidance).
+        start = time.perf_counter()
+        embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            do_classifier_free_guidance=guided,
+            device=self.device,
+        )
+        self._sync()
+        timings["encode_prompt"] = time.perf_counter() - start
+
+        # 3. Denoise: the pipeline prepares latents and timesteps, we keep the latents.
+        start = time.perf_counter()
+
+        def step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+            on_step(i + 1, request.num_inference_steps)
+            return {}
+
+        latents = pipe(
+            prompt_embeds=embeds,
+            prompt_attention_mask=mask,
+            negative_prompt_embeds=neg_embeds,
+            negative_prompt_attention_mask=neg_mask,
+            height=request.height,
+            width=request.width,
+            num_frames=request.num_frames,
+            frame_rate=request.fps,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            generator=generator,
+            output_type="latent",
+            return_dict=False,
+            callback_on_step_end=step_end,
+        )[0]
+        self._sync()
+        timings["denoise"] = time.perf_counter() - start
+
+        # 4. Decode latents to pixels, exactly as the pipeline's own tail does.
+        start = time.perf_counter()
+        pixels = self._decode(latents, request, generator, embeds.dtype)
+        self._sync()
+        timings["decode"] = time.perf_counter() - start
+
+        # 5. Convert to uint8 frames (F, H, W, 3) on the device, then copy once.
+        start = time.perf_counter()
+        # (x / 2 + 0.5) * 255 == x * 127.5 + 127.5, done in place to spare passes over memory.
+        frames = pixels[0].mul_(127.5).add_(127.5).clamp_(0, 255).round_().to(torch.uint8)
+        array = frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        timings["to_frames"] = time.perf_counter() - start
+        return Video(frames=array, fps=request.fps, timings=timings)
+
+    def _decode(
+        self, latents: torch.Tensor, request: GenerationRequest, generator: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        pipe = self.pipe
+        assert pipe is not None
+        latent_frames = (request.num_frames - 1) // pipe.vae_temporal_compression_ratio + 1
+        latent_height = request.height // pipe.vae_spatial_compression_ratio
+        latent_width = request.width // pipe.vae_spatial_compression_ratio
+        latents = pipe._unpack_latents(
+            latents,
+            latent_frames,
+            latent_height,
+            latent_width,
+            pipe.transformer_spatial_patch_size,
+            pipe.transformer_temporal_patch_size,
+        )
+        latents = pipe._denormalize_latents(
+            latents, pipe.vae.latents_mean, pipe.vae.latents_std, pipe.vae.config.scaling_factor
+        ).to(dtype)
+        timestep = None
+        if pipe.vae.config.timestep_conditioning:
+            # The pipeline's defaults: decode at timestep 0 with a noise scale of 0, which
+            # leaves the latents unchanged, so no noise needs to be drawn.
+            timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
+        return pipe.vae.decode(latents.to(pipe.vae.dtype), timestep, return_dict=False)[0]

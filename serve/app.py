@@ -1,0 +1,93 @@
+"""Builds the FastAPI app; the model loads in the lifespan, on the runner's thread."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from models.base import Backend, BackendOptions, GenerationRequest
+from models.registry import create_backend
+from serve.auth import KeyStore
+from serve.config import Settings
+from serve.errors import install_error_handlers
+from serve.limits import publish_limits
+from serve.metrics import Metrics
+from serve.middleware import RequestContextMiddleware
+from serve.routes import router
+from serve.runner import GpuRunner
+from serve.service import PredictionService
+from serve.storage import LocalStore
+
+log = logging.getLogger("serve.app")
+
+# Small enough to take seconds, large enough to run every layer of the model once.
+WARMUP_REQUEST = GenerationRequest(prompt="warm-up", height=64, width=64, num_frames=9, num_inference_steps=2)
+
+
+def backend_from_settings(settings: Settings) -> Backend:
+    options = BackendOptions(
+        model_path=settings.model_path,
+        revision=settings.model_revision,
+        device=settings.device,
+        dtype=settings.dtype,
+        vae_tiling=settings.vae_tiling,
+    )
+    return create_backend(settings.model, options)
+
+
+def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI:
+    """The app for `settings`; `backend` replaces the registry's (tests use it)."""
+    metrics = Metrics()
+    keys = KeyStore.from_settings(
+        settings.api_keys, settings.api_key_file, allow_generate=settings.environment == "local"
+    )
+    store = LocalStore(settings.output_dir)
+    runner = GpuRunner(
+        backend=backend or backend_from_settings(settings),
+        metrics=metrics,
+        queue_size=settings.queue_size,
+        queue_timeout=settings.queue_timeout_seconds,
+        generation_timeout=settings.generation_timeout_seconds,
+        warmup=WARMUP_REQUEST if settings.warmup else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.prepare()
+        if settings.metrics_port:
+            app.state.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        runner.start()  # loads the model in the background; /health says when it is ready
+        try:
+            yield
+        finally:
+            runner.stop()
+            metrics.close()
+
+    app = FastAPI(
+        title="videogen-serve",
+        version="0.1.0",
+        summary="Text-to-video (LTX-Video) behind X-API-Key POST /predict",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.keys, app.state.store = settings, keys, store
+    app.state.runner, app.state.metrics = runner, metrics
+    app.state.service = PredictionService(settings=settings, runner=runner, store=store, metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            publish_limits(schema, settings)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

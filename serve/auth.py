@@ -1,0 +1,71 @@
+"""API keys: constant-time comparison, a uniform 401, and a key id that is safe to log."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from serve.errors import ApiError
+
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key of this server")
+
+
+def key_id(key: str) -> str:
+    """A short, stable, non-reversible name for a key, for logs and metrics."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class KeyStore:
+    """The accepted keys. Several may be valid at once, so keys can be rotated."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._digests = [(hashlib.sha256(k.encode()).digest(), key_id(k)) for k in keys]
+        self.generated: str | None = None
+
+    @classmethod
+    def from_settings(cls, keys_csv: str, key_file: Path | None, *, allow_generate: bool) -> KeyStore:
+        keys = [k.strip() for k in keys_csv.split(",") if k.strip()]
+        if key_file is not None:
+            for line in key_file.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        if not keys and not allow_generate:
+            raise RuntimeError("no API keys configured (API_KEYS or API_KEY_FILE)")
+        generated = None
+        if not keys:
+            generated = secrets.token_urlsafe(32)
+            keys = [generated]
+        store = cls(keys)
+        store.generated = generated
+        return store
+
+    def verify(self, presented: str | None) -> str | None:
+        """The key id when `presented` is a valid key, else None; time does not depend on which."""
+        # Comparing fixed-length digests keeps the time independent of the key's length and
+        # content, and every key is compared so the time does not say which one matched.
+        digest = hashlib.sha256((presented or "").encode("utf-8", "surrogateescape")).digest()
+        found = None
+        for candidate, ident in self._digests:
+            if hmac.compare_digest(digest, candidate) and presented:
+                found = ident
+        return found
+
+
+async def require_api_key(request: Request, presented: Annotated[str | None, Depends(_header)]) -> str:
+    """The caller's key id, or a 401 that does not say whether the key was missing or wrong."""
+    store: KeyStore = request.app.state.keys
+    ident = store.verify(presented)
+    if ident is None:
+        raise ApiError(401, "unauthorized", "missing or invalid API key (header X-API-Key)")
+    request.state.key_id = ident
+    return ident
+
+
+ApiKey = Annotated[str, Depends(require_api_key)]

@@ -1,0 +1,73 @@
+"""All configuration, from environment variables (or a `.env` file). Nothing else reads os.environ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings; each field is the upper-case environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where the server runs.
+    environment: Literal["local", "gce"] = Field("local", description="`local` may generate an API key; `gce` never does")
+    host: str = Field("127.0.0.1", description="Address the API listens on (0.0.0.0 on a VM)")
+    port: int = Field(8080, ge=1, le=65535, description="API port (the load balancer's backend port)")
+    metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus metrics listener")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port, apart from the API; 0 turns it off")
+    keep_alive_seconds: int = Field(
+        620, ge=1, description="HTTP keep-alive; must exceed the Google load balancer's 600 s or it returns 502s"
+    )
+    public_url: str | None = Field(None, description="Base URL for `video_url` in local mode; default: the request's own")
+    log_level: str = Field("INFO", description="Python log level")
+
+    # The model.
+    model: str = Field("ltx-video-tiny", description="Backend name from the registry (`ltx-video`, `ltx-video-tiny`)")
+    model_path: str | None = Field(None, description="Local diffusers directory or hub id (ltx-video)")
+    model_revision: str | None = Field(None, description="Model revision, reported in responses; a hub revision")
+    device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N`")
+    dtype: str = Field("auto", description="`auto` (bf16 on CUDA, float32 on CPU), `float32`, `bfloat16`, `float16`")
+    vae_tiling: bool = Field(False, description="Decode the VAE in tiles to cut peak memory (ltx-video)")
+    warmup: bool = Field(True, description="Run one small generation at start; /health is 200 only after it succeeds")
+
+    # API keys (local mode; Secret Manager comes with the Google Cloud integration).
+    api_keys: str = Field("", description="Comma-separated API keys; several allow rotation")
+    api_key_file: Path | None = Field(None, description="File with one API key per line (# comments allowed)")
+
+    # Request limits.
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 beyond)")
+    max_prompt_chars: int = Field(2000, ge=1, le=100_000, description="Longest prompt or negative prompt")
+    min_side: int = Field(64, ge=32, description="Smallest height or width (a multiple of 32)")
+    max_height: int = Field(1280, ge=32, description="Largest height (a multiple of 32)")
+    max_width: int = Field(1280, ge=32, description="Largest width (a multiple of 32)")
+    max_num_frames: int = Field(257, ge=9, description="Most frames (of the form 8k+1)")
+    max_video_pixels: int = Field(
+        120_000_000, ge=1, description="Cap on height x width x num_frames, so no request exhausts GPU memory"
+    )
+    max_inference_steps: int = Field(100, ge=2, description="Most denoising steps")
+    max_fps: int = Field(60, ge=1, description="Highest frame rate")
+
+    # The runner.
+    queue_size: int = Field(2, ge=0, description="Requests that may wait for the GPU; beyond it, 503 with Retry-After")
+    queue_timeout_seconds: float = Field(600, gt=0, description="Longest wait in the queue before a 503")
+    generation_timeout_seconds: float = Field(1800, gt=0, description="Longest generation; stopped at the next step after it")
+
+    # Output.
+    output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")
+    video_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (lower is better and larger)")
+    video_preset: str = Field("veryfast", description="x264 preset (speed against size)")
+    gcs_output_bucket: str | None = Field(None, description="Output bucket; uploads arrive with the Google Cloud integration")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for name in ("min_side", "max_height", "max_width"):
+            if getattr(self, name) % 32:
+                raise ValueError(f"{name.upper()} must be a multiple of 32")
+        if (self.max_num_frames - 1) % 8:
+            raise ValueError("MAX_NUM_FRAMES must be of the form 8k+1")
+        return self

@@ -1,0 +1,85 @@
+"""Prometheus metrics, in a registry of the app's own, served on a port of their own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("serve.metrics")
+
+PREFIX = "videogen"
+_DURATION_BUCKETS = (1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800)
+_STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+class _CudaMemory(Collector):
+    """GPU memory, read at scrape time; nothing at all on a machine without CUDA."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        allocated = GaugeMetricFamily(f"{PREFIX}_gpu_memory_allocated_bytes", "Bytes held by tensors", labels=["device"])
+        reserved = GaugeMetricFamily(f"{PREFIX}_gpu_memory_reserved_bytes", "Bytes reserved by torch", labels=["device"])
+        peak = GaugeMetricFamily(f"{PREFIX}_gpu_memory_peak_bytes", "Peak bytes held by tensors", labels=["device"])
+        for index in range(torch.cuda.device_count()):
+            label = [str(index)]
+            allocated.add_metric(label, torch.cuda.memory_allocated(index))
+            reserved.add_metric(label, torch.cuda.memory_reserved(index))
+            peak.add_metric(label, torch.cuda.max_memory_allocated(index))
+        yield from (allocated, reserved, peak)
+
+
+class Metrics:
+    """Everything the server exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            f"{PREFIX}_http_request_duration_seconds", "HTTP request duration", ["route"], buckets=_STAGE_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Requests waiting for the GPU", registry=r)
+        self.busy = Gauge(f"{PREFIX}_gpu_busy", "1 while a generation runs", registry=r)
+        self.generations = Counter(f"{PREFIX}_generations", "Generations by outcome", ["outcome"], registry=r)
+        self.generation_seconds = Histogram(
+            f"{PREFIX}_generation_duration_seconds",
+            "From the GPU taking a request to the stored video",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            f"{PREFIX}_stage_duration_seconds", "Seconds per stage", ["stage"], buckets=_STAGE_BUCKETS, registry=r
+        )
+        self.rejected = Counter(f"{PREFIX}_rejected", "Requests turned away before the GPU", ["reason"], registry=r)
+        self.ready = Gauge(f"{PREFIX}_ready", "1 when /health is 200", registry=r)
+        r.register(_CudaMemory())
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def observe_stages(self, timings: dict[str, float]) -> None:
+        for stage, seconds in timings.items():
+            self.stage_seconds.labels(stage).observe(seconds)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the metrics listener; return the port it bound (useful with port 0)."""
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = int(self._server.server_port)
+        log.info("metrics listening", extra={"host": host, "port": bound})
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,82 @@
+"""HTTP routes: thin, each one calls the service, the runner or the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from serve.auth import ApiKey
+from serve.errors import ApiError, request_id_of
+from serve.schemas import ErrorResponse, HealthResponse, PredictRequest, PredictResponse
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "Missing or invalid API key",
+        413: "Request body too large",
+        422: "A field breaks a rule; `fields` names it",
+        499: "The client disconnected while queued",
+        500: "The generation failed",
+        503: "Busy (queue full), not ready, or GPU out of memory; see Retry-After",
+        504: "The generation ran past its deadline",
+    }.items()
+}
+
+
+@router.get("/", summary="Service description")
+async def root(request: Request) -> dict[str, Any]:
+    """What this server is, which model it serves, and where the API is described."""
+    runner = request.app.state.runner
+    return {
+        "service": "videogen-serve",
+        "model": runner.backend.describe(),
+        "status": runner.state.value,
+        "endpoints": {"predict": "POST /predict", "health": "GET /health", "videos": "GET /videos/{name}"},
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+    }
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Starting, or setup failed (see reason)"}},
+)
+async def health(request: Request) -> JSONResponse:
+    """200 only when the model is loaded and a warm-up generation succeeded; 503 with a reason otherwise."""
+    runner = request.app.state.runner
+    body = HealthResponse(
+        status=runner.state, reason=runner.reason, model=runner.backend.name, queue_depth=runner.depth
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if runner.state.is_serving() else 503)
+
+
+@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
+    """Generate a video from a prompt and wait for it (minutes on a GPU for the default size)."""
+    service = request.app.state.service
+    result: PredictResponse = await service.predict(
+        body,
+        request_id=request_id_of(request),
+        base_url=str(request.base_url),
+        is_disconnected=request.is_disconnected,
+        state=request.scope["state"],
+    )
+    return result
+
+
+@router.get(
+    "/videos/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}}, 401: _ERRORS[401], 404: {"model": ErrorResponse}},
+)
+async def video(name: str, request: Request, key_id: ApiKey) -> FileResponse:
+    """Download a stored video by the name in `video_url`."""
+    path = request.app.state.store.find(name)
+    if path is None:
+        raise ApiError(404, "not_found", f"no video named {name!r}")
+    return FileResponse(path, media_type="video/mp4", filename=name)

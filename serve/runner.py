@@ -1,0 +1,268 @@
+"""The one GPU runner: a worker thread that loads the model, then runs one generation at a
+time from a bounded queue, while the event loop stays free."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from models.base import Backend, GenerationRequest, Video
+from serve.metrics import Metrics
+from serve.schemas import Lifecycle
+
+log = logging.getLogger("serve.runner")
+
+
+class RunnerError(Exception):
+    """A generation that did not produce a video; `code` is the API's error code."""
+
+    code = "generation_failed"
+    status = 500
+    retry_after: int | None = None
+
+
+class QueueFull(RunnerError):
+    code, status = "busy", 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the GPU queue is full; retry in about {retry_after} s")
+        self.retry_after = retry_after
+
+
+class NotReady(RunnerError):
+    code, status, retry_after = "not_ready", 503, 10
+
+
+class QueueTimeout(RunnerError):
+    code, status, retry_after = "queue_timeout", 503, 30
+
+
+class GenerationTimeout(RunnerError):
+    code, status = "generation_timeout", 504
+
+
+class Canceled(RunnerError):
+    code, status = "canceled", 499
+
+
+class GpuOutOfMemory(RunnerError):
+    code, status, retry_after = "gpu_out_of_memory", 503, 5
+
+
+@dataclass(eq=False, kw_only=True)
+class Task:
+    """One request on its way through the runner; `step`/`total` are its progress."""
+
+    request: GenerationRequest
+    request_id: str
+    future: asyncio.Future[Video]
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    finished_at: float | None = None
+    step: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> int:
+        return self.request.num_inference_steps
+
+
+def _is_cuda_fault(exc: BaseException) -> bool:
+    """Errors after which the CUDA context cannot be trusted: the VM should be replaced."""
+    text = str(exc)
+    return any(marker in text for marker in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "device-side assert"))
+
+
+class GpuRunner:
+    """Owns the backend. Only its thread touches the model, so CUDA state stays on one thread."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        metrics: Metrics,
+        queue_size: int,
+        queue_timeout: float,
+        generation_timeout: float,
+        warmup: GenerationRequest | None,
+    ) -> None:
+        self.backend = backend
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.queue_timeout = queue_timeout
+        self.generation_timeout = generation_timeout
+        self.warmup = warmup
+        self.state = Lifecycle.STARTING
+        self.reason: str | None = "loading the model"
+        self.current: Task | None = None
+        self._queue: deque[Task] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._mean_seconds: float | None = None
+        self._thread = threading.Thread(target=self._main, name="gpu-runner", daemon=True)
+
+    # -- called from the event loop ------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting, not counting the one running."""
+        return len(self._queue)
+
+    def position(self, task: Task) -> int | None:
+        with self._cond:
+            try:
+                return self._queue.index(task) + 1
+            except ValueError:
+                return None
+
+    def submit(self, task: Task) -> None:
+        """Queue `task`, or raise NotReady/QueueFull at once; never waits."""
+        if not self.state.is_serving():
+            raise NotReady(f"the model is not ready ({self.state.value}: {self.reason})")
+        with self._cond:
+            in_system = len(self._queue) + (1 if self.current else 0)
+            if in_system >= self.queue_size + 1:
+                self.metrics.rejected.labels("queue_full").inc()
+                raise QueueFull(self._retry_after(in_system))
+            self._queue.append(task)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._cond.notify()
+
+    def withdraw(self, task: Task) -> bool:
+        """Take a task out of the queue before it runs; False when it already started."""
+        with self._cond:
+            try:
+                self._queue.remove(task)
+            except ValueError:
+                return False
+            self.metrics.queue_depth.set(len(self._queue))
+        task.cancel.set()
+        self._resolve(task, error=Canceled("withdrawn before it ran"))
+        return True
+
+    def _retry_after(self, ahead: int) -> int:
+        mean = self._mean_seconds or 30.0
+        return max(1, min(3600, math.ceil(mean * ahead)))
+
+    # -- the worker thread ---------------------------------------------------------------
+
+    def _main(self) -> None:
+        if not self._setup():
+            return
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                task = self._queue.popleft()
+                self.current = task
+                self.metrics.queue_depth.set(len(self._queue))
+            try:
+                self._run(task)
+            finally:
+                with self._cond:
+                    self.current = None
+
+    def _setup(self) -> bool:
+        started = time.monotonic()
+        try:
+            self.backend.load()
+            if self.warmup is not None:
+                self.reason = "warm-up generation"
+                self.backend.generate(self.warmup, lambda step, total: None)
+        except Exception as exc:  # any failure is reported by /health, not by a crash loop
+            self.state, self.reason = Lifecycle.SETUP_FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("model setup failed", exc_info=exc, extra={"reason": self.reason})
+            return False
+        self.state, self.reason = Lifecycle.READY, None
+        self.metrics.ready.set(1)
+        log.info("model ready", extra={"seconds": round(time.monotonic() - started, 3), **self.backend.describe()})
+        return True
+
+    def _run(self, task: Task) -> None:
+        waited = time.monotonic() - task.enqueued_at
+        if task.cancel.is_set() or task.future.done():
+            self._resolve(task, error=Canceled("canceled before it ran"))
+            return
+        if waited > self.queue_timeout:
+            self.metrics.generations.labels("queue_timeout").inc()
+            self._resolve(task, error=QueueTimeout(f"waited {waited:.0f} s for the GPU"))
+            return
+        task.started_at = time.monotonic()
+        deadline = task.started_at + self.generation_timeout
+        self.state = Lifecycle.BUSY
+        self.metrics.busy.set(1)
+
+        def on_step(step: int, total: int) -> None:
+            task.step = step
+            if task.cancel.is_set():
+                raise Canceled(f"canceled at step {step} of {total}")
+            if time.monotonic() > deadline:
+                raise GenerationTimeout(f"stopped at step {step} of {total} after {self.generation_timeout:.0f} s")
+
+        try:
+            video = self.backend.generate(task.request, on_step)
+        except RunnerError as exc:
+            self.metrics.generations.labels(exc.code).inc()
+            self._resolve(task, error=exc)
+        except Exception as exc:
+            self._resolve(task, error=self._classify(exc, task))
+        else:
+            seconds = time.monotonic() - task.started_at
+            self._mean_seconds = seconds if self._mean_seconds is None else 0.7 * self._mean_seconds + 0.3 * seconds
+            video.timings["queue"] = waited
+            self._resolve(task, video=video)
+        finally:
+            task.finished_at = time.monotonic()
+            self.metrics.busy.set(0)
+            if self.state is Lifecycle.BUSY:
+                self.state = Lifecycle.READY
+
+    def _classify(self, exc: Exception, task: Task) -> RunnerError:
+        import torch
+
+        extra = {"request_id": task.request_id}
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            self.metrics.generations.labels("gpu_out_of_memory").inc()
+            log.warning("GPU out of memory; the server keeps serving", extra=extra)
+            return GpuOutOfMemory("the GPU ran out of memory for this request; try a smaller size")
+        if _is_cuda_fault(exc):
+            # The CUDA context is poisoned: fail /health so the autohealer replaces the VM.
+            self.state, self.reason = Lifecycle.GPU_FAILED, f"{type(exc).__name__}: {exc}"
+            self.metrics.ready.set(0)
+        self.metrics.generations.labels("error").inc()
+        log.error("generation failed", exc_info=exc, extra=extra)
+        return RunnerError(f"the generation failed ({type(exc).__name__}); quote the request id when reporting it")
+
+    def _resolve(self, task: Task, *, video: Video | None = None, error: RunnerError | None = None) -> None:
+        """Hand the outcome to the event loop that waits on the task's future."""
+
+        def settle() -> None:
+            if task.future.done():
+                return
+            if error is not None:
+                task.future.set_exception(error)
+            else:
+                task.future.set_result(video)  # type: ignore[arg-type]
+
+        loop = task.future.get_loop()
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop has closed: the server is shutting down
+            pass

@@ -1,0 +1,107 @@
+"""Request and response bodies of the public API. Field limits state the rules; the
+server's configured bounds (serve.limits) may be tighter and are published in /openapi.json."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+GCS_URL_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[^\x00-\x1f\x7f]{1,1024}$"
+SEED_MAX = 2**32 - 1
+
+
+class PredictRequest(BaseModel):
+    """An LTX-Video text-to-video request. Everything but `prompt` is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=100_000, description="What the video shows")
+    negative_prompt: str = Field("", max_length=100_000, description="What the video should not show")
+    seed: int = Field(171198, ge=0, le=SEED_MAX, description="Same seed and parameters give the same video")
+    height: int = Field(704, ge=32, le=4096, multiple_of=32, description="Pixels, a multiple of 32")
+    width: int = Field(1216, ge=32, le=4096, multiple_of=32, description="Pixels, a multiple of 32")
+    num_frames: int = Field(121, ge=9, le=1025, description="Frames, of the form 8k+1 (9, 17, ..., 121, ...)")
+    # At least 2: LTX-Video's scheduler stretches sigmas to a terminal value, which is
+    # undefined (a division by zero in diffusers) for a single step.
+    num_inference_steps: int = Field(50, ge=2, le=1000, description="Denoising steps (at least 2)")
+    fps: int = Field(24, ge=1, le=240, description="Frame rate of the MP4 (also conditions the model)")
+    guidance_scale: float = Field(3.0, ge=1.0, le=20.0, description="Classifier-free guidance; 1.0 turns it off")
+    gcs_destination: str | None = Field(
+        None, pattern=GCS_URL_PATTERN, description="`gs://bucket/path.mp4` to store the video at (Cloud Storage only)"
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must contain more than whitespace")
+        return value
+
+    @field_validator("num_frames")
+    @classmethod
+    def _eight_k_plus_one(cls, value: int) -> int:
+        if (value - 1) % 8:
+            raise ValueError(f"num_frames must be of the form 8k+1 (e.g. {value - (value - 1) % 8}), got {value}")
+        return value
+
+    @field_validator("gcs_destination")
+    @classmethod
+    def _mp4_object(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".mp4"):
+            raise ValueError("gcs_destination must name an .mp4 object, e.g. gs://bucket/videos/clip.mp4")
+        return value
+
+
+class PredictMetadata(BaseModel):
+    """How a video was made."""
+
+    model: str
+    revision: str
+    request_id: str
+    parameters: dict[str, Any]
+    timings: dict[str, float] = Field(description="Seconds per stage: queue, encode_prompt, denoise, decode, ...")
+
+
+class PredictResponse(BaseModel):
+    """Where the video is and how it was made."""
+
+    video_url: str = Field(description="Where to download the video (needs X-API-Key in local mode)")
+    video_path: str = Field(description="The video's path: a local file, or gs://bucket/object")
+    seed: int
+    gcs_bucket: str | None = Field(description="Bucket holding the video; null when stored locally")
+    gcs_blob: str | None = Field(description="Object name of the video; null when stored locally")
+    generation_time_seconds: float = Field(description="From the GPU taking the request to the stored video")
+    metadata: PredictMetadata
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a stable code, a message for people and the request id."""
+
+    error: str = Field(description="Stable machine-readable code, e.g. invalid_request, unauthorized, busy")
+    message: str
+    request_id: str
+    fields: list[dict[str, str]] | None = Field(None, description="For invalid_request: each field and what is wrong")
+
+
+class Lifecycle(str, Enum):
+    """Where the server is in its life; /health is 200 only in READY and BUSY."""
+
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    SETUP_FAILED = "setup_failed"
+    GPU_FAILED = "gpu_failed"
+
+    def is_serving(self) -> bool:
+        return self in (Lifecycle.READY, Lifecycle.BUSY)
+
+
+class HealthResponse(BaseModel):
+    """The server's state, and why when it cannot serve."""
+
+    status: Lifecycle
+    reason: str | None = None
+    model: str
+    queue_depth: int

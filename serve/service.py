@@ -1,0 +1,109 @@
+"""The prediction flow: bounds, queue, GPU, MP4, storage, response."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from models.base import GenerationRequest, Video
+from serve.config import Settings
+from serve.errors import ApiError
+from serve.limits import check_limits
+from serve.metrics import Metrics
+from serve.runner import GpuRunner, RunnerError, Task
+from serve.schemas import PredictMetadata, PredictRequest, PredictResponse
+from serve.storage import LocalStore
+from serve.video import encode_mp4
+
+log = logging.getLogger("serve.service")
+_DISCONNECT_POLL_SECONDS = 0.25
+
+
+class PredictionService:
+    """Turns a validated request into a stored video and its description."""
+
+    def __init__(self, *, settings: Settings, runner: GpuRunner, store: LocalStore, metrics: Metrics) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.store = store
+        self.metrics = metrics
+
+    async def predict(
+        self,
+        body: PredictRequest,
+        *,
+        request_id: str,
+        base_url: str,
+        is_disconnected: Callable[[], Awaitable[bool]],
+        state: dict[str, Any],
+    ) -> PredictResponse:
+        # 1. Validate against this server's bounds.
+        check_limits(body, self.settings)
+        request = GenerationRequest(**body.model_dump(exclude={"gcs_destination"}))
+
+        # 2. Queue for the GPU and wait, dropping the request if the client leaves while queued.
+        task = Task(request=request, request_id=request_id, future=asyncio.get_running_loop().create_future())
+        try:
+            self.runner.submit(task)
+        except RunnerError as exc:
+            raise _as_api_error(exc) from None
+        video = await self._await_result(task, is_disconnected)
+
+        # 3. Encode and store off the event loop; the GPU is already free for the next request.
+        path = self.store.path_for(request_id)
+        started = time.perf_counter()
+        size = await asyncio.to_thread(
+            encode_mp4, video.frames, video.fps, path, crf=self.settings.video_crf, preset=self.settings.video_preset
+        )
+        video.timings["encode_mp4"] = time.perf_counter() - started
+        assert task.started_at is not None
+        total = time.monotonic() - task.started_at
+
+        # 4. Describe the result.
+        self.metrics.generations.labels("succeeded").inc()
+        self.metrics.generation_seconds.observe(total)
+        self.metrics.observe_stages(video.timings)
+        timings = {k: round(v, 4) for k, v in video.timings.items()}
+        state.update(timings=timings, video_path=str(path))
+        described = self.runner.backend.describe()
+        log.info("video stored", extra={"request_id": request_id, "bytes": size, "path": str(path)})
+        return PredictResponse(
+            video_url=f"{(self.settings.public_url or base_url).rstrip('/')}/videos/{path.name}",
+            video_path=str(path),
+            seed=body.seed,
+            gcs_bucket=None,
+            gcs_blob=None,
+            generation_time_seconds=round(total, 3),
+            metadata=PredictMetadata(
+                model=described["model"],
+                revision=described["revision"],
+                request_id=request_id,
+                parameters=body.model_dump(),
+                timings=timings,
+            ),
+        )
+
+    async def _await_result(self, task: Task, is_disconnected: Callable[[], Awaitable[bool]]) -> Video:
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(task.future), _DISCONNECT_POLL_SECONDS)
+            except TimeoutError:
+                pass
+            except RunnerError as exc:
+                raise _as_api_error(exc) from None
+            if task.started_at is None and await is_disconnected():
+                if self.runner.withdraw(task):
+                    self.metrics.rejected.labels("client_disconnected").inc()
+                    log.info("client left while queued; dropped", extra={"request_id": task.request_id})
+                    with contextlib.suppress(RunnerError):
+                        await task.future
+                    raise ApiError(499, "client_disconnected", "the client disconnected while queued")
+
+
+def _as_api_error(exc: RunnerError) -> ApiError:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return ApiError(exc.status, exc.code, str(exc), headers=headers)
