@@ -58,8 +58,8 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.prepare()
-        if settings.metrics_port:
-            app.state.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_enabled:
+            metrics.serve(settings.metrics_host, settings.metrics_port)
         runner.start()  # loads the model in the background; /health says when it is ready
         try:
             yield

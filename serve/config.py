@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API listens on (0.0.0.0 on a VM)")
     port: int = Field(8080, ge=1, le=65535, description="API port (the load balancer's backend port)")
     metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus metrics listener")
-    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port, apart from the API; 0 turns it off")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port, apart from the API (0: any free port)")
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at all")
     keep_alive_seconds: int = Field(
         620, ge=1, description="HTTP keep-alive; must exceed the Google load balancer's 600 s or it returns 502s"
     )

@@ -46,7 +46,8 @@ def publish_limits(schema: dict[str, Any], settings: Settings) -> None:
         "negative_prompt": {"maxLength": settings.max_prompt_chars},
         "height": {"minimum": settings.min_side, "maximum": settings.max_height},
         "width": {"minimum": settings.min_side, "maximum": settings.max_width},
-        "num_frames": {"maximum": settings.max_num_frames},
+        # 8k+1 cannot be written with multipleOf; the allowed values are few enough to list.
+        "num_frames": {"maximum": settings.max_num_frames, "enum": list(range(9, settings.max_num_frames + 1, 8))},
         "num_inference_steps": {"maximum": settings.max_inference_steps},
         "fps": {"maximum": settings.max_fps},
     }

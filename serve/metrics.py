@@ -66,6 +66,7 @@ class Metrics:
         r.register(_CudaMemory())
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self.port: int | None = None
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
@@ -74,7 +75,7 @@ class Metrics:
     def serve(self, host: str, port: int) -> int:
         """Start the metrics listener; return the port it bound (useful with port 0)."""
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        bound = int(self._server.server_port)
+        bound = self.port = int(self._server.server_port)
         log.info("metrics listening", extra={"host": host, "port": bound})
         return bound
 

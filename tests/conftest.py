@@ -48,7 +48,7 @@ class LiveServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.app.state.metrics_port}/metrics"
+        return f"http://127.0.0.1:{self.app.state.metrics.port}/metrics"
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
