@@ -15,16 +15,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # Where the server runs.
-    environment: Literal["local", "gce"] = Field("local", description="`local` may generate an API key; `gce` never does")
+    environment: Literal["local", "gce"] = Field(
+        "local", description="`local` may generate an API key; `gce` never does"
+    )
     host: str = Field("127.0.0.1", description="Address the API listens on (0.0.0.0 on a VM)")
     port: int = Field(8080, ge=1, le=65535, description="API port (the load balancer's backend port)")
     metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus metrics listener")
-    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port, apart from the API (0: any free port)")
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Prometheus metrics port, apart from the API (0: any free port)"
+    )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at all")
     keep_alive_seconds: int = Field(
         620, ge=1, description="HTTP keep-alive; must exceed the Google load balancer's 600 s or it returns 502s"
     )
-    public_url: str | None = Field(None, description="Base URL for `video_url` in local mode; default: the request's own")
+    public_url: str | None = Field(
+        None, description="Base URL for `video_url` in local mode; default: the request's own"
+    )
     log_level: str = Field("INFO", description="Python log level")
 
     # The model.
@@ -56,13 +62,17 @@ class Settings(BaseSettings):
     # The runner.
     queue_size: int = Field(2, ge=0, description="Requests that may wait for the GPU; beyond it, 503 with Retry-After")
     queue_timeout_seconds: float = Field(600, gt=0, description="Longest wait in the queue before a 503")
-    generation_timeout_seconds: float = Field(1800, gt=0, description="Longest generation; stopped at the next step after it")
+    generation_timeout_seconds: float = Field(
+        1800, gt=0, description="Longest generation; stopped at the next step after it"
+    )
 
     # Output.
     output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")
     video_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (lower is better and larger)")
     video_preset: str = Field("veryfast", description="x264 preset (speed against size)")
-    gcs_output_bucket: str | None = Field(None, description="Output bucket; uploads arrive with the Google Cloud integration")
+    gcs_output_bucket: str | None = Field(
+        None, description="Output bucket; uploads arrive with the Google Cloud integration"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

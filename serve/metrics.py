@@ -26,8 +26,12 @@ class _CudaMemory(Collector):
 
         if not torch.cuda.is_available():
             return
-        allocated = GaugeMetricFamily(f"{PREFIX}_gpu_memory_allocated_bytes", "Bytes held by tensors", labels=["device"])
-        reserved = GaugeMetricFamily(f"{PREFIX}_gpu_memory_reserved_bytes", "Bytes reserved by torch", labels=["device"])
+        allocated = GaugeMetricFamily(
+            f"{PREFIX}_gpu_memory_allocated_bytes", "Bytes held by tensors", labels=["device"]
+        )
+        reserved = GaugeMetricFamily(
+            f"{PREFIX}_gpu_memory_reserved_bytes", "Bytes reserved by torch", labels=["device"]
+        )
         peak = GaugeMetricFamily(f"{PREFIX}_gpu_memory_peak_bytes", "Peak bytes held by tensors", labels=["device"])
         for index in range(torch.cuda.device_count()):
             label = [str(index)]
@@ -44,10 +48,17 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+            f"{PREFIX}_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_seconds = Histogram(
-            f"{PREFIX}_http_request_duration_seconds", "HTTP request duration", ["route"], buckets=_STAGE_BUCKETS, registry=r
+            f"{PREFIX}_http_request_duration_seconds",
+            "HTTP request duration",
+            ["route"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Requests waiting for the GPU", registry=r)
         self.busy = Gauge(f"{PREFIX}_gpu_busy", "1 while a generation runs", registry=r)

@@ -4,6 +4,7 @@ time from a bounded queue, while the event loop stays free."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -261,8 +262,6 @@ class GpuRunner:
             else:
                 task.future.set_result(video)  # type: ignore[arg-type]
 
-        loop = task.future.get_loop()
-        try:
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop has closed: the server is shutting down
-            pass
+        # A closed loop means the server is shutting down and nobody waits for the answer.
+        with contextlib.suppress(RuntimeError):
+            task.future.get_loop().call_soon_threadsafe(settle)

@@ -3,7 +3,7 @@ server's configured bounds (serve.limits) may be tighter and are published in /o
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -85,7 +85,7 @@ class ErrorResponse(BaseModel):
     fields: list[dict[str, str]] | None = Field(None, description="For invalid_request: each field and what is wrong")
 
 
-class Lifecycle(str, Enum):
+class Lifecycle(StrEnum):
     """Where the server is in its life; /health is 200 only in READY and BUSY."""
 
     STARTING = "starting"

@@ -95,13 +95,13 @@ class PredictionService:
                 pass
             except RunnerError as exc:
                 raise _as_api_error(exc) from None
-            if task.started_at is None and await is_disconnected():
-                if self.runner.withdraw(task):
-                    self.metrics.rejected.labels("client_disconnected").inc()
-                    log.info("client left while queued; dropped", extra={"request_id": task.request_id})
-                    with contextlib.suppress(RunnerError):
-                        await task.future
-                    raise ApiError(499, "client_disconnected", "the client disconnected while queued")
+            # Once running, the generation finishes and is stored even if the client left.
+            if task.started_at is None and await is_disconnected() and self.runner.withdraw(task):
+                self.metrics.rejected.labels("client_disconnected").inc()
+                log.info("client left while queued; dropped", extra={"request_id": task.request_id})
+                with contextlib.suppress(RunnerError):
+                    await task.future
+                raise ApiError(499, "client_disconnected", "the client disconnected while queued")
 
 
 def _as_api_error(exc: RunnerError) -> ApiError:

@@ -72,7 +72,7 @@ def test_queued_request_whose_client_leaves_never_reaches_the_model(tmp_path: Pa
         running = _post_in_thread(live.url, "running", results)
         assert backend.started.wait(10)
         host, port = live.url.removeprefix("http://").split(":")
-        body = ('{"prompt": "abandoned", "height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 2}').encode()
+        body = b'{"prompt": "abandoned", "height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 2}'
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(
                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -10,7 +10,9 @@ from serve.storage import LocalStore
 from tests.conftest import KEY
 
 
-@pytest.mark.parametrize("name", ["../secret.mp4", "..%2Fsecret.mp4", "a/b.mp4", "x.txt", ".hidden.mp4", "a" * 70 + ".mp4"])
+@pytest.mark.parametrize(
+    "name", ["../secret.mp4", "..%2Fsecret.mp4", "a/b.mp4", "x.txt", ".hidden.mp4", "a" * 70 + ".mp4"]
+)
 def test_unsafe_names_are_not_found(tmp_path: Path, name: str) -> None:
     (tmp_path / "secret.mp4").write_bytes(b"x")
     store = LocalStore(tmp_path / "out")
