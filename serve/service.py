@@ -56,9 +56,14 @@ class PredictionService:
         # 3. Encode and store off the event loop; the GPU is already free for the next request.
         path = self.store.path_for(request_id)
         started = time.perf_counter()
-        size = await asyncio.to_thread(
-            encode_mp4, video.frames, video.fps, path, crf=self.settings.video_crf, preset=self.settings.video_preset
-        )
+        try:
+            size = await asyncio.to_thread(
+                encode_mp4, video.frames, video.fps, path, crf=self.settings.video_crf, preset=self.settings.video_preset
+            )
+        except OSError as exc:  # disk full, output directory gone: fail this request, keep serving
+            self.metrics.generations.labels("storage_failed").inc()
+            log.error("could not store the video", exc_info=exc, extra={"request_id": request_id})
+            raise ApiError(500, "storage_failed", "the video was generated but could not be stored") from None
         video.timings["encode_mp4"] = time.perf_counter() - started
         assert task.started_at is not None
         total = time.monotonic() - task.started_at
