@@ -70,9 +70,6 @@ class Settings(BaseSettings):
     output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")
     video_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (lower is better and larger)")
     video_preset: str = Field("veryfast", description="x264 preset (speed against size)")
-    gcs_output_bucket: str | None = Field(
-        None, description="Output bucket; uploads arrive with the Google Cloud integration"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -30,7 +30,9 @@ def check_limits(body: PredictRequest, settings: Settings) -> None:
             f"height x width x num_frames = {volume} exceeds this server's cap of {settings.max_video_pixels}; "
             "use fewer frames or a smaller size",
         )
-    if body.gcs_destination is not None and settings.gcs_output_bucket is None:
+    if body.gcs_destination is not None:
+        # Refused rather than ignored: accepting it without uploading would lose the video
+        # the client asked for. Uploads arrive with the Google Cloud integration.
         raise invalid_field("gcs_destination", "this server has no Cloud Storage output configured")
 
 

@@ -58,7 +58,12 @@ class PredictionService:
         started = time.perf_counter()
         try:
             size = await asyncio.to_thread(
-                encode_mp4, video.frames, video.fps, path, crf=self.settings.video_crf, preset=self.settings.video_preset
+                encode_mp4,
+                video.frames,
+                video.fps,
+                path,
+                crf=self.settings.video_crf,
+                preset=self.settings.video_preset,
             )
         except OSError as exc:  # disk full, output directory gone: fail this request, keep serving
             self.metrics.generations.labels("storage_failed").inc()

@@ -73,3 +73,20 @@ def test_request_id_header_is_echoed_and_reported(tiny_server: LiveServer) -> No
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "client-chosen-id-42"
     assert response.json()["metadata"]["request_id"] == "client-chosen-id-42"
+
+
+def test_storage_failure_is_a_clean_500_and_the_server_keeps_serving(tiny_server: LiveServer) -> None:
+    root = tiny_server.app.state.store.root
+    root.rmdir()
+    root.write_text("not a directory any more")  # every write under it now fails
+    with tiny_server.client() as client:
+        response = client.post(
+            "/predict",
+            json={"prompt": "x", "height": 64, "width": 64, "num_frames": 9, "num_inference_steps": 2},
+            headers=HEADERS,
+        )
+        health = client.get("/health")
+    assert response.status_code == 500
+    assert response.json()["error"] == "storage_failed"
+    assert "Traceback" not in response.text
+    assert health.status_code == 200
