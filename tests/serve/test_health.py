@@ -52,3 +52,16 @@ def test_failed_warm_up_is_setup_failed(tmp_path: Path) -> None:
     assert health.status_code == 503
     assert health.json()["status"] == "setup_failed"
     assert health.json()["reason"]
+
+
+def test_root_describes_the_service_and_docs_are_served(tiny_server) -> None:
+    with tiny_server.client() as client:
+        root = client.get("/")
+        docs = client.get("/docs")
+        schema = client.get("/openapi.json")
+    assert root.status_code == 200
+    assert root.json()["model"]["model"] == "ltx-video-tiny"
+    assert root.json()["endpoints"]["predict"] == "POST /predict"
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "/predict" in schema.json()["paths"]
+    assert schema.json()["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
