@@ -59,7 +59,10 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.prepare()
         if settings.metrics_enabled:
-            metrics.serve(settings.metrics_host, settings.metrics_port)
+            try:
+                metrics.serve(settings.metrics_host, settings.metrics_port)
+            except OSError as exc:  # e.g. port taken: serve the API anyway, say so loudly
+                log.error("metrics listener failed; serving without metrics", extra={"error": str(exc)})
         runner.start()  # loads the model in the background; /health says when it is ready
         try:
             yield
