@@ -48,6 +48,8 @@ class LTXVideoBackend:
     def _build_pipeline(self) -> LTXPipeline:
         source = self.options.model_path or DEFAULT_HUB_ID
         local = Path(source).is_dir()
+        if not local and source.startswith(("/", ".", "~")):
+            raise FileNotFoundError(f"MODEL_PATH {source} is not a directory (expected a diffusers model directory)")
         return LTXPipeline.from_pretrained(
             source,
             revision=None if local else self.options.revision,

@@ -36,3 +36,16 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # serve.access writes one line per request
+    _route_library_logs()
+
+
+def _route_library_logs() -> None:
+    """diffusers and transformers print through handlers and progress bars of their own; send
+    their records through ours instead, so that every line on stderr is JSON."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_default_handler()
+        library.enable_propagation()
+        library.disable_progress_bar()

@@ -88,5 +88,5 @@ def test_registry_knows_both_backends_and_rejects_unknown_names() -> None:
 
 def test_missing_local_directory_fails_load(tmp_path: Path) -> None:
     backend = LTXVideoBackend(BackendOptions(model_path=str(tmp_path / "absent"), device="cpu"))
-    with pytest.raises(Exception):  # noqa: B017 - any loading error; the runner reports it
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
         backend.load()
