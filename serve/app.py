@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from models.registry import create_backend
 from serve.auth import KeyStore
 from serve.config import Settings
 from serve.errors import install_error_handlers
+from serve.gcs import GcsOutput
 from serve.limits import publish_limits
 from serve.metrics import Metrics
 from serve.middleware import RequestContextMiddleware
@@ -37,6 +39,34 @@ def backend_from_settings(settings: Settings) -> Backend:
         vae_tiling=settings.vae_tiling,
     )
     return create_backend(settings.model, options)
+
+
+def gcs_from_settings(settings: Settings) -> GcsOutput | None:
+    """The Cloud Storage output, when GCS_OUTPUT_BUCKET is set."""
+    if settings.gcs_output_bucket is None:
+        return None
+    from google.cloud import storage
+
+    if settings.gcs_endpoint:  # an emulator: no real credentials
+        from google.auth.credentials import AnonymousCredentials
+
+        client = storage.Client(
+            project=settings.gcs_project or "emulator",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": settings.gcs_endpoint},
+        )
+    else:
+        client = storage.Client(project=settings.gcs_project)
+    return GcsOutput(
+        client=client,
+        bucket=settings.gcs_output_bucket,
+        allowed_buckets={b.strip() for b in settings.gcs_allowed_buckets.split(",") if b.strip()},
+        sign_urls=settings.gcs_sign_urls,
+        url_lifetime=timedelta(seconds=settings.gcs_url_lifetime_seconds),
+        retry_attempts=settings.gcs_upload_retry_attempts,
+        retry_delay=settings.gcs_upload_retry_delay_seconds,
+        upload_timeout=settings.gcs_upload_timeout_seconds,
+    )
 
 
 def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI:
@@ -78,7 +108,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     )
     app.state.settings, app.state.keys, app.state.store = settings, keys, store
     app.state.runner, app.state.metrics = runner, metrics
-    app.state.service = PredictionService(settings=settings, runner=runner, store=store, metrics=metrics)
+    app.state.service = PredictionService(
+        settings=settings, runner=runner, store=store, metrics=metrics, gcs=gcs_from_settings(settings)
+    )
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)

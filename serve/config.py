@@ -71,6 +71,23 @@ class Settings(BaseSettings):
     video_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (lower is better and larger)")
     video_preset: str = Field("veryfast", description="x264 preset (speed against size)")
 
+    # Cloud Storage output (off unless GCS_OUTPUT_BUCKET is set).
+    gcs_output_bucket: str | None = Field(None, description="Bucket for videos (`videos/YYYY/MM/DD/<request-id>.mp4`)")
+    gcs_allowed_buckets: str = Field("", description="More buckets a `gcs_destination` may name, comma-separated")
+    gcs_sign_urls: bool = Field(
+        True, description="`video_url` is a V4 signed URL; false: the authenticated console URL"
+    )
+    gcs_url_lifetime_seconds: int = Field(3600, ge=1, le=604800, description="Lifetime of signed URLs (at most 7 days)")
+    gcs_upload_retry_attempts: int = Field(5, ge=0, le=100, description="Background re-tries of a failed upload")
+    gcs_upload_retry_delay_seconds: float = Field(
+        10, gt=0, description="First background re-try delay (doubles each time)"
+    )
+    gcs_upload_timeout_seconds: float = Field(
+        60, gt=0, description="Time one upload may take, the client's retries included"
+    )
+    gcs_endpoint: str | None = Field(None, description="Storage endpoint for an emulator (anonymous credentials)")
+    gcs_project: str | None = Field(None, description="Project for the storage client; default: from the credentials")
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         for name in ("min_side", "max_height", "max_width"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from serve.config import Settings
-from serve.errors import ApiError, invalid_field
+from serve.errors import invalid_field
 from serve.schemas import PredictRequest
 
 
@@ -30,14 +30,10 @@ def check_limits(body: PredictRequest, settings: Settings) -> None:
             f"height x width x num_frames = {volume} exceeds this server's cap of {settings.max_video_pixels}; "
             "use fewer frames or a smaller size",
         )
-    if body.gcs_destination is not None:
+    if body.gcs_destination is not None and settings.gcs_output_bucket is None:
         # Refused rather than ignored: accepting it without uploading would lose the video
-        # the client asked for. Uploads arrive with the Google Cloud integration.
+        # the client asked for.
         raise invalid_field("gcs_destination", "this server has no Cloud Storage output configured")
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
 
 
 def publish_limits(schema: dict[str, Any], settings: Settings) -> None:

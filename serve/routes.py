@@ -17,11 +17,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         401: "Missing or invalid API key",
+        409: "gcs_destination already holds another object (never overwritten)",
         413: "Request body too large",
         422: "A field breaks a rule; `fields` names it",
         499: "The client disconnected while queued",
-        500: "The generation failed",
-        503: "Busy (queue full), not ready, or GPU out of memory; see Retry-After",
+        500: "The generation or storing it failed",
+        503: "Busy (queue full), not ready, GPU out of memory, or upload failed (kept, retried); see Retry-After",
         504: "The generation ran past its deadline",
     }.items()
 }

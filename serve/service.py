@@ -7,11 +7,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from models.base import GenerationRequest, Video
 from serve.config import Settings
 from serve.errors import ApiError
+from serve.gcs import Destination, DestinationExists, GcsOutput, UploadFailed
 from serve.limits import check_limits
 from serve.metrics import Metrics
 from serve.runner import GpuRunner, RunnerError, Task
@@ -26,11 +28,20 @@ _DISCONNECT_POLL_SECONDS = 0.25
 class PredictionService:
     """Turns a validated request into a stored video and its description."""
 
-    def __init__(self, *, settings: Settings, runner: GpuRunner, store: LocalStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        runner: GpuRunner,
+        store: LocalStore,
+        metrics: Metrics,
+        gcs: GcsOutput | None = None,
+    ) -> None:
         self.settings = settings
         self.runner = runner
         self.store = store
         self.metrics = metrics
+        self.gcs = gcs
 
     async def predict(
         self,
@@ -41,8 +52,9 @@ class PredictionService:
         is_disconnected: Callable[[], Awaitable[bool]],
         state: dict[str, Any],
     ) -> PredictResponse:
-        # 1. Validate against this server's bounds.
+        # 1. Validate against this server's bounds, and where the video will go.
         check_limits(body, self.settings)
+        destination = self.gcs.destination(request_id, body.gcs_destination) if self.gcs else None
         request = GenerationRequest(**body.model_dump(exclude={"gcs_destination"}))
 
         # 2. Queue for the GPU and wait, dropping the request if the client leaves while queued.
@@ -73,20 +85,26 @@ class PredictionService:
         assert task.started_at is not None
         total = time.monotonic() - task.started_at
 
-        # 4. Describe the result.
+        # 4. Upload when Cloud Storage output is configured; a failed upload is kept and retried.
+        video_path, video_url = str(path), f"{(self.settings.public_url or base_url).rstrip('/')}/videos/{path.name}"
+        if self.gcs is not None and destination is not None:
+            video_url = await self._upload(path, destination, request_id, video.timings)
+            video_path = destination.uri
+
+        # 5. Describe the result.
         self.metrics.generations.labels("succeeded").inc()
         self.metrics.generation_seconds.observe(total)
         self.metrics.observe_stages(video.timings)
         timings = {k: round(v, 4) for k, v in video.timings.items()}
-        state.update(timings=timings, video_path=str(path))
+        state.update(timings=timings, video_path=video_path)
         described = self.runner.backend.describe()
-        log.info("video stored", extra={"request_id": request_id, "bytes": size, "path": str(path)})
+        log.info("video stored", extra={"request_id": request_id, "bytes": size, "path": video_path})
         return PredictResponse(
-            video_url=f"{(self.settings.public_url or base_url).rstrip('/')}/videos/{path.name}",
-            video_path=str(path),
+            video_url=video_url,
+            video_path=video_path,
             seed=body.seed,
-            gcs_bucket=None,
-            gcs_blob=None,
+            gcs_bucket=destination.bucket if destination else None,
+            gcs_blob=destination.blob if destination else None,
             generation_time_seconds=round(total, 3),
             metadata=PredictMetadata(
                 model=described["model"],
@@ -96,6 +114,36 @@ class PredictionService:
                 timings=timings,
             ),
         )
+
+    async def _upload(self, path: Path, destination: Destination, request_id: str, timings: dict[str, float]) -> str:
+        assert self.gcs is not None
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.gcs.upload, path, destination)
+        except DestinationExists as exc:
+            log.error(
+                "destination exists; video kept on local disk", extra={"request_id": request_id, "path": str(path)}
+            )
+            raise ApiError(
+                409, "destination_exists", f"{exc}; the video is kept on the server (quote the request id)"
+            ) from None
+        except UploadFailed as exc:
+            self.metrics.generations.labels("upload_failed").inc()
+            log.error(
+                "upload failed; kept on local disk and retried in the background",
+                extra={"request_id": request_id, "path": str(path), "destination": destination.uri, "error": str(exc)},
+            )
+            self.gcs.retry_later(path, destination, request_id)
+            raise ApiError(
+                503,
+                "upload_failed",
+                f"the video was generated but could not be uploaded to {destination.uri}; it is kept and "
+                "the upload is retried in the background (quote the request id)",
+                headers={"Retry-After": "60"},
+            ) from None
+        timings["upload"] = time.perf_counter() - started
+        path.unlink(missing_ok=True)  # Cloud Storage holds it now
+        return await asyncio.to_thread(self.gcs.url, destination)
 
     async def _await_result(self, task: Task, is_disconnected: Callable[[], Awaitable[bool]]) -> Video:
         while True:

