@@ -21,6 +21,7 @@ from serve.metrics import Metrics
 from serve.middleware import RequestContextMiddleware
 from serve.routes import router
 from serve.runner import GpuRunner
+from serve.secrets import SecretKeyRefresher, make_client
 from serve.service import PredictionService
 from serve.storage import LocalStore
 
@@ -73,8 +74,19 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     """The app for `settings`; `backend` replaces the registry's (tests use it)."""
     metrics = Metrics()
     keys = KeyStore.from_settings(
-        settings.api_keys, settings.api_key_file, allow_generate=settings.environment == "local"
+        settings.api_keys,
+        settings.api_key_file,
+        allow_generate=settings.environment == "local",
+        from_secret=settings.api_key_secret is not None,
     )
+    refresher = None
+    if settings.api_key_secret:
+        refresher = SecretKeyRefresher(
+            store=keys,
+            client=make_client(settings.secret_manager_endpoint),
+            secret=settings.api_key_secret,
+            interval=settings.api_key_refresh_seconds,
+        )
     store = LocalStore(settings.output_dir)
     runner = GpuRunner(
         backend=backend or backend_from_settings(settings),
@@ -94,9 +106,13 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
             except OSError as exc:  # e.g. port taken: serve the API anyway, say so loudly
                 log.error("metrics listener failed; serving without metrics", extra={"error": str(exc)})
         runner.start()  # loads the model in the background; /health says when it is ready
+        if refresher is not None:
+            refresher.start()
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.stop()
             runner.stop()
             metrics.close()
 
@@ -107,7 +123,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.settings, app.state.keys, app.state.store = settings, keys, store
-    app.state.runner, app.state.metrics = runner, metrics
+    app.state.runner, app.state.metrics, app.state.key_refresher = runner, metrics, refresher
     app.state.service = PredictionService(
         settings=settings, runner=runner, store=store, metrics=metrics, gcs=gcs_from_settings(settings)
     )

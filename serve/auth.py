@@ -25,19 +25,35 @@ class KeyStore:
     """The accepted keys. Several may be valid at once, so keys can be rotated."""
 
     def __init__(self, keys: list[str]) -> None:
-        self._digests = [(hashlib.sha256(k.encode()).digest(), key_id(k)) for k in keys]
+        self._digests = self._digest(keys)
         self.generated: str | None = None
 
+    @staticmethod
+    def _digest(keys: list[str]) -> list[tuple[bytes, str]]:
+        return [(hashlib.sha256(k.encode()).digest(), key_id(k)) for k in keys]
+
+    def replace(self, keys: list[str]) -> None:
+        """Swap in a new set of keys at once (a single assignment, safe across threads)."""
+        self._digests = self._digest(keys)
+
+    @property
+    def available(self) -> bool:
+        return bool(self._digests)
+
     @classmethod
-    def from_settings(cls, keys_csv: str, key_file: Path | None, *, allow_generate: bool) -> KeyStore:
+    def from_settings(
+        cls, keys_csv: str, key_file: Path | None, *, allow_generate: bool, from_secret: bool = False
+    ) -> KeyStore:
         keys = [k.strip() for k in keys_csv.split(",") if k.strip()]
         if key_file is not None:
             for line in key_file.read_text().splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     keys.append(line)
+        if from_secret:
+            return cls(keys)  # Secret Manager adds its keys once they are read
         if not keys and not allow_generate:
-            raise RuntimeError("no API keys configured (API_KEYS or API_KEY_FILE)")
+            raise RuntimeError("no API keys configured (API_KEYS, API_KEY_FILE or API_KEY_SECRET)")
         generated = None
         if not keys:
             generated = secrets.token_urlsafe(32)
@@ -52,7 +68,7 @@ class KeyStore:
         # content, and every key is compared so the time does not say which one matched.
         digest = hashlib.sha256((presented or "").encode("utf-8", "surrogateescape")).digest()
         found = None
-        for candidate, ident in self._digests:
+        for candidate, ident in self._digests:  # one snapshot of the list, even mid-rotation
             if hmac.compare_digest(digest, candidate) and presented:
                 found = ident
         return found

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # API keys (local mode; Secret Manager comes with the Google Cloud integration).
     api_keys: str = Field("", description="Comma-separated API keys; several allow rotation")
     api_key_file: Path | None = Field(None, description="File with one API key per line (# comments allowed)")
+    api_key_secret: str | None = Field(
+        None, description="Secret Manager secret `projects/P/secrets/NAME`; every ENABLED version is a key"
+    )
+    api_key_refresh_seconds: float = Field(300, gt=0, description="How often the secret's versions are re-read")
+    secret_manager_endpoint: str | None = Field(None, description="Secret Manager REST endpoint for tests (anonymous)")
 
     # Request limits.
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 beyond)")

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from serve.auth import ApiKey
 from serve.errors import ApiError, request_id_of
-from serve.schemas import ErrorResponse, HealthResponse, PredictRequest, PredictResponse
+from serve.schemas import ErrorResponse, HealthResponse, Lifecycle, PredictRequest, PredictResponse
 
 router = APIRouter()
 
@@ -50,10 +50,13 @@ async def root(request: Request) -> dict[str, Any]:
 async def health(request: Request) -> JSONResponse:
     """200 only when the model is loaded and a warm-up generation succeeded; 503 with a reason otherwise."""
     runner = request.app.state.runner
-    body = HealthResponse(
-        status=runner.state, reason=runner.reason, model=runner.backend.name, queue_depth=runner.depth
-    )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if runner.state.is_serving() else 503)
+    state, reason = runner.state, runner.reason
+    if state.is_serving() and not request.app.state.keys.available:
+        # Fail closed: with no key every call would be a 401, so take this VM out of serving.
+        refresher = request.app.state.key_refresher
+        state, reason = Lifecycle.NO_API_KEYS, refresher.last_error if refresher else "no API keys"
+    body = HealthResponse(status=state, reason=reason, model=runner.backend.name, queue_depth=runner.depth)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.is_serving() else 503)
 
 
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS)

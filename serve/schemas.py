@@ -93,6 +93,7 @@ class Lifecycle(StrEnum):
     BUSY = "busy"
     SETUP_FAILED = "setup_failed"
     GPU_FAILED = "gpu_failed"
+    NO_API_KEYS = "no_api_keys"
 
     def is_serving(self) -> bool:
         return self in (Lifecycle.READY, Lifecycle.BUSY)
