@@ -129,7 +129,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, project=settings.gcp_project
+    )
 
     default_openapi = app.openapi
 

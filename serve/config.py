@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         None, description="Base URL for `video_url` in local mode; default: the request's own"
     )
     log_level: str = Field("INFO", description="Python log level")
+    gcp_project: str | None = Field(
+        None, description="Project id; links request logs to Cloud Trace (`logging.googleapis.com/trace`)"
+    )
 
     # The model.
     model: str = Field("ltx-video-tiny", description="Backend name from the registry (`ltx-video`, `ltx-video-tiny`)")

@@ -21,10 +21,11 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 class RequestContextMiddleware:
     """Outermost layer: everything inside it sees `state.request_id`."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, project: str | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.project = project
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +57,7 @@ class RequestContextMiddleware:
                 receive = _replay(buffered, receive)
             await self.app(scope, receive, send_with_id)
         finally:
-            self._record(scope, state, status, time.perf_counter() - started)
+            self._record(scope, headers, state, status, time.perf_counter() - started)
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> list[Message] | None:
         """The body's messages, or None when it is larger than allowed (read no further)."""
@@ -87,7 +88,9 @@ class RequestContextMiddleware:
         await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
-    def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+    def _record(
+        self, scope: Scope, headers: dict[str, str], state: dict[str, Any], status: int, seconds: float
+    ) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         self.metrics.requests.labels(template, scope["method"], str(status)).inc()
@@ -103,8 +106,37 @@ class RequestContextMiddleware:
         for name in ("error", "timings", "video_path"):
             if name in state:
                 entry[name] = state[name]
+        # Cloud Logging lifts these into the entry's httpRequest and trace (the agent parses
+        # JSON lines); locally they are just more fields. Headers other than these are never logged.
+        client = scope.get("client") or ("", 0)
+        entry["httpRequest"] = {
+            "requestMethod": scope["method"],
+            "requestUrl": scope["path"],
+            "status": status,
+            "latency": f"{seconds:.3f}s",
+            "userAgent": headers.get("user-agent", "")[:256],
+            "remoteIp": headers.get("x-forwarded-for", client[0]).split(",")[0].strip(),
+            "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
+        }
+        entry.update(trace_fields(headers.get("x-cloud-trace-context", ""), self.project))
         if template not in ("/health", "unmatched") or status >= 400:
             log.info("request", extra=entry)
+
+
+_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=([01]))?$")
+
+
+def trace_fields(header: str, project: str | None) -> dict[str, Any]:
+    """Cloud Logging's trace fields from the load balancer's X-Cloud-Trace-Context header."""
+    match = _TRACE.match(header.strip())
+    if not match or not project:
+        return {}
+    fields: dict[str, Any] = {"logging.googleapis.com/trace": f"projects/{project}/traces/{match[1].lower()}"}
+    if match[2]:
+        fields["logging.googleapis.com/spanId"] = f"{int(match[2]) % 2**64:016x}"
+    if match[3]:
+        fields["logging.googleapis.com/trace_sampled"] = match[3] == "1"
+    return fields
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
