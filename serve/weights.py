@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--revision", required=True)
         command.add_argument("--dir", required=True, type=Path, help="source (push) or destination (pull)")
     commands.choices["pull"].add_argument("--workers", type=int, default=8)
+    commands.choices["push"].add_argument(
+        "--hub-id", help="first download this hub repository at --revision into --dir (needs hub access)"
+    )
     commands.add_parser("verify").add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
     configure_logging("INFO")
@@ -223,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         client = storage.Client()
         if args.command == "push":
+            if args.hub_id:  # not exercised in tests: there is no hub access here
+                from huggingface_hub import snapshot_download
+
+                snapshot_download(repo_id=args.hub_id, revision=args.revision, local_dir=args.dir)
             push(client, args.bucket, args.model, args.revision, args.dir)
         else:
             pull(client, args.bucket, args.model, args.revision, args.dir, workers=args.workers)
