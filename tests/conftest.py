@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from models.base import Backend, GenerationRequest, StepCallback, Video
 from serve.app import create_app
 from serve.config import Settings
+from serve.logs import JsonFormatter
 
 KEY = "test-key-0123456789abcdef"
 
@@ -85,6 +87,25 @@ def live_server(settings: Settings, *, backend: Backend | None = None, ready: bo
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every log record of the test, formatted as the server formats it."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    handler = Collect(level=logging.DEBUG)
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(old)
 
 
 @pytest.fixture

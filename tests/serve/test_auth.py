@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from serve.auth import KeyStore, key_id
-from serve.logs import JsonFormatter
 from tests.conftest import SMALL, live_server, make_settings
 
 FILE_KEY = "file-key-abcdefghijklmnop"
@@ -53,29 +52,15 @@ def test_video_download_needs_a_key(keyed_server) -> None:
         assert client.get(made["video_url"], headers={"X-API-Key": CSV_KEYS[1]}).status_code == 200
 
 
-def test_key_never_appears_in_logs(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    records: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(JsonFormatter().format(record))
-
-    handler = Collect(level=logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    old_level = root.level
-    root.setLevel(logging.DEBUG)
-    try:
-        settings = make_settings(tmp_path, api_keys=CSV_KEYS[0])
-        with live_server(settings) as live, live.client() as client:
-            client.post("/predict", json={"prompt": "x", **SMALL}, headers={"X-API-Key": CSV_KEYS[0]})
-            client.post("/predict", json={"prompt": "x", **SMALL}, headers={"X-API-Key": CSV_KEYS[1]})
-            client.get("/health", headers={"X-API-Key": CSV_KEYS[0]})
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    text = "\n".join(records) + capfd.readouterr().err
-    access = [line for line in records if '"serve.access"' in line]
+def test_key_never_appears_in_logs(tmp_path: Path, log_lines: list[str], capfd: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger().setLevel(logging.DEBUG)
+    settings = make_settings(tmp_path, api_keys=CSV_KEYS[0])
+    with live_server(settings) as live, live.client() as client:
+        client.post("/predict", json={"prompt": "x", **SMALL}, headers={"X-API-Key": CSV_KEYS[0]})
+        client.post("/predict", json={"prompt": "x", **SMALL}, headers={"X-API-Key": CSV_KEYS[1]})
+        client.get("/health", headers={"X-API-Key": CSV_KEYS[0]})
+    text = "\n".join(log_lines) + capfd.readouterr().err
+    access = [line for line in log_lines if '"serve.access"' in line]
     assert len(access) >= 2
     assert key_id(CSV_KEYS[0]) in text  # the key's id is logged...
     for key in CSV_KEYS:

@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from serve.logs import JsonFormatter
 from serve.middleware import trace_fields
 from tests.conftest import KEY, SMALL, live_server, make_settings
 
 TRACE = "105445aa7843bc8bf206b12000100000"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(JsonFormatter().format(record))
-
-    handler = Collect(level=logging.INFO)
-    root = logging.getLogger()
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(old)
 
 
 def test_request_line_has_severity_request_id_trace_http_request_and_timings(
