@@ -119,9 +119,14 @@ class GcsOutput:
         except Exception as exc:  # transport errors, 5xx after retries, checksum mismatch
             raise UploadFailed(f"{type(exc).__name__}: {exc}") from exc
 
+    @staticmethod
+    def console_url(dest: Destination) -> str:
+        """Opens only for a signed-in Google account that may read the object."""
+        return f"https://storage.cloud.google.com/{dest.bucket}/{quote(dest.blob)}"
+
     def url(self, dest: Destination) -> str:
         if not self.sign_urls:
-            return f"https://storage.cloud.google.com/{dest.bucket}/{quote(dest.blob)}"
+            return self.console_url(dest)
         blob = self.client.bucket(dest.bucket).blob(dest.blob)
         credentials: Any = self.client._credentials
         kwargs: dict[str, Any] = {}

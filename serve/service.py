@@ -143,7 +143,13 @@ class PredictionService:
             ) from None
         timings["upload"] = time.perf_counter() - started
         path.unlink(missing_ok=True)  # Cloud Storage holds it now
-        return await asyncio.to_thread(self.gcs.url, destination)
+        try:
+            return await asyncio.to_thread(self.gcs.url, destination)
+        except Exception as exc:  # the video is safe in the bucket: do not fail the request over a link
+            log.error(
+                "could not sign a URL; returning the console URL", extra={"request_id": request_id, "error": str(exc)}
+            )
+            return self.gcs.console_url(destination)
 
     async def _await_result(self, task: Task, is_disconnected: Callable[[], Awaitable[bool]]) -> Video:
         while True:

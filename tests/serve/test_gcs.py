@@ -211,3 +211,13 @@ def test_signed_url_is_v4_and_its_signature_verifies(monkeypatch: pytest.MonkeyP
     key.public_key().verify(signature, to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
     assert json.dumps(query)  # the URL carries no private material beyond the signature
     assert base64.b64encode(pem) not in url.encode()
+
+
+def test_signing_failure_after_upload_returns_the_console_url(gcs_emulator: GcsEmulator, tmp_path: Path) -> None:
+    # Anonymous emulator credentials cannot sign: the upload stands and the link falls back.
+    bucket = _bucket(gcs_emulator)
+    settings = make_settings(tmp_path, gcs_output_bucket=bucket, gcs_endpoint=gcs_emulator.url, gcs_sign_urls=True)
+    with live_server(settings) as live:
+        response = _predict(live)
+    assert response.status_code == 200, response.text
+    assert response.json()["video_url"].startswith(f"https://storage.cloud.google.com/{bucket}/videos/")
