@@ -55,7 +55,11 @@ async def health(request: Request) -> JSONResponse:
         # Fail closed: with no key every call would be a 401, so take this VM out of serving.
         refresher = request.app.state.key_refresher
         state, reason = Lifecycle.NO_API_KEYS, refresher.last_error if refresher else "no API keys"
-    body = HealthResponse(status=state, reason=reason, model=runner.backend.name, queue_depth=runner.depth)
+    if runner.draining:
+        state, reason = Lifecycle.DRAINING, "shutting down: finishing in-flight work, taking no new work"
+    body = HealthResponse(
+        status=state, reason=reason, model=runner.backend.name, queue_depth=runner.depth, in_flight=runner.in_flight
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.is_serving() else 503)
 
 
@@ -84,3 +88,12 @@ async def video(name: str, request: Request, key_id: ApiKey) -> FileResponse:
     if path is None:
         raise ApiError(404, "not_found", f"no video named {name!r}")
     return FileResponse(path, media_type="video/mp4", filename=name)
+
+
+@router.post("/admin/drain", include_in_schema=False)
+async def drain(request: Request) -> dict[str, Any]:
+    """Stop taking work before a shutdown (the VM's shutdown script calls it); loopback only."""
+    client = request.client.host if request.client else ""
+    if client not in ("127.0.0.1", "::1"):
+        raise ApiError(404, "not_found", "Not Found")
+    return {"draining": True, "in_flight": request.app.state.runner.drain()}

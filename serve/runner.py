@@ -39,6 +39,10 @@ class NotReady(RunnerError):
     code, status, retry_after = "not_ready", 503, 10
 
 
+class Draining(RunnerError):
+    code, status, retry_after = "draining", 503, 30
+
+
 class QueueTimeout(RunnerError):
     code, status, retry_after = "queue_timeout", 503, 30
 
@@ -104,6 +108,7 @@ class GpuRunner:
         self._queue: deque[Task] = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self.draining = False
         self._mean_seconds: float | None = None
         self._thread = threading.Thread(target=self._main, name="gpu-runner", daemon=True)
 
@@ -117,6 +122,18 @@ class GpuRunner:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
+
+    def drain(self) -> int:
+        """Take no new work; what is queued and running still completes. Returns that count."""
+        self.draining = True
+        self.metrics.ready.set(0)
+        log.info("draining: no new work accepted", extra={"in_flight": self.in_flight})
+        return self.in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or running."""
+        return len(self._queue) + (1 if self.current else 0)
 
     @property
     def depth(self) -> int:
@@ -132,6 +149,8 @@ class GpuRunner:
 
     def submit(self, task: Task) -> None:
         """Queue `task`, or raise NotReady/QueueFull at once; never waits."""
+        if self.draining:
+            raise Draining("this server is shutting down; retry on another")
         if not self.state.is_serving():
             raise NotReady(f"the model is not ready ({self.state.value}: {self.reason})")
         with self._cond:

@@ -94,6 +94,7 @@ class Lifecycle(StrEnum):
     SETUP_FAILED = "setup_failed"
     GPU_FAILED = "gpu_failed"
     NO_API_KEYS = "no_api_keys"
+    DRAINING = "draining"
 
     def is_serving(self) -> bool:
         return self in (Lifecycle.READY, Lifecycle.BUSY)
@@ -105,4 +106,5 @@ class HealthResponse(BaseModel):
     status: Lifecycle
     reason: str | None = None
     model: str
-    queue_depth: int
+    queue_depth: int = Field(description="Requests waiting for the GPU")
+    in_flight: int = Field(description="Requests waiting or running; a drain is done when it reaches 0")

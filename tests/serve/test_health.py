@@ -26,7 +26,13 @@ def test_ready_after_warm_up(tiny_server) -> None:
     with tiny_server.client() as client:
         health = client.get("/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ready", "reason": None, "model": "ltx-video-tiny", "queue_depth": 0}
+    assert health.json() == {
+        "status": "ready",
+        "reason": None,
+        "model": "ltx-video-tiny",
+        "queue_depth": 0,
+        "in_flight": 0,
+    }
 
 
 def test_starting_until_the_model_has_loaded(tmp_path: Path) -> None:
