@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint clean shellcheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,21 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m serve
 
-test: $(VENV)/.dev
+# ShellCheck comes from Debian's packages; installed here when missing and we may (root + apt).
+shellcheck:
+	@command -v shellcheck >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; \
+	  else echo "shellcheck missing (apt-get install shellcheck); its test will be skipped"; fi; }
+
+test: $(VENV)/.dev shellcheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev
+lint: $(VENV)/.dev shellcheck
 	$(BIN)/ruff check serve models tests
 	$(BIN)/ruff format --check serve models tests
 	$(BIN)/mypy serve models
+	shellcheck startup/*.sh
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
