@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
+import time
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -10,6 +15,12 @@ from fastapi import FastAPI
 from serve.app import create_app
 from serve.config import Settings
 from serve.logs import configure_logging
+from serve.runner import GpuRunner, ShuttingDown
+
+log = logging.getLogger("serve.main")
+
+# After the last generation ends, the time its response may take to encode and store the video.
+FINISH_SECONDS = 90
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
@@ -21,9 +32,49 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         timeout_keep_alive=settings.keep_alive_seconds,
         log_config=None,
         access_log=False,
-        # On SIGTERM, let an in-flight generation finish before the process exits.
-        timeout_graceful_shutdown=int(settings.generation_timeout_seconds),
+        # Once the runner is idle, responses still being written may finish.
+        timeout_graceful_shutdown=FINISH_SECONDS,
     )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM drains before shutting down.
+
+    Draining keeps the listener open: new requests get 503 `draining` (and /health 503, so the
+    load balancer moves on) while queued and running generations finish, for at most
+    `drain_timeout` seconds; what is still running then stops at its next step with 503
+    `shutting_down`. Then uvicorn's graceful shutdown lets the last responses go out, and the
+    process exits 0. A second signal falls through to uvicorn (stop now).
+    """
+
+    def __init__(self, config: uvicorn.Config, runner: GpuRunner, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.runner = runner
+        self.drain_timeout = drain_timeout
+        self._drain: threading.Thread | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._drain is not None:
+            super().handle_exit(sig, frame)
+            return
+        self._drain = threading.Thread(target=self._drain_then_exit, name="drain", daemon=True)
+        self._drain.start()
+
+    def _drain_then_exit(self) -> None:
+        started = time.monotonic()
+        self.runner.drain()
+        while self.runner.in_flight and time.monotonic() - started < self.drain_timeout:
+            time.sleep(0.1)
+        if self.runner.in_flight:
+            log.error(
+                "drain limit reached; failing the remaining work",
+                extra={"in_flight": self.runner.in_flight, "drain_timeout_seconds": self.drain_timeout},
+            )
+            self.runner.abort_all(ShuttingDown("the server stopped before this generation finished; retry"))
+            while self.runner.in_flight and time.monotonic() - started < self.drain_timeout + 60:
+                time.sleep(0.1)
+        log.info("drained; shutting down", extra={"seconds": round(time.monotonic() - started, 3)})
+        self.should_exit = True
 
 
 def _announce_key(key: str, settings: Settings) -> None:
@@ -45,7 +96,8 @@ def main() -> None:
     app = create_app(settings)
     if app.state.keys.generated:
         _announce_key(app.state.keys.generated, settings)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    server = DrainingServer(uvicorn_config(app, settings), app.state.runner, settings.drain_timeout_seconds)
+    server.run()
 
 
 if __name__ == "__main__":

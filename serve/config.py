@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     generation_timeout_seconds: float = Field(
         1800, gt=0, description="Longest generation; stopped at the next step after it"
     )
+    drain_timeout_seconds: float = Field(
+        60,
+        ge=0,
+        description="On SIGTERM: how long queued and running work may take to finish before it fails with 503",
+    )
 
     # Output.
     output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")

@@ -55,6 +55,10 @@ class Canceled(RunnerError):
     code, status = "canceled", 499
 
 
+class ShuttingDown(RunnerError):
+    code, status, retry_after = "shutting_down", 503, 5
+
+
 class GpuOutOfMemory(RunnerError):
     code, status, retry_after = "gpu_out_of_memory", 503, 5
 
@@ -71,6 +75,7 @@ class Task:
     finished_at: float | None = None
     step: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    abort: RunnerError | None = None  # raised at the next step once `cancel` is set; default Canceled
 
     @property
     def total(self) -> int:
@@ -162,7 +167,7 @@ class GpuRunner:
             self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify()
 
-    def withdraw(self, task: Task) -> bool:
+    def withdraw(self, task: Task, error: RunnerError | None = None) -> bool:
         """Take a task out of the queue before it runs; False when it already started."""
         with self._cond:
             try:
@@ -171,8 +176,19 @@ class GpuRunner:
                 return False
             self.metrics.queue_depth.set(len(self._queue))
         task.cancel.set()
-        self._resolve(task, error=Canceled("withdrawn before it ran"))
+        self._resolve(task, error=error or Canceled("withdrawn before it ran"))
         return True
+
+    def abort_all(self, error: RunnerError) -> None:
+        """Fail everything queued with `error`, and stop the running generation with it at its
+        next step (a shutdown that cannot wait any longer)."""
+        with self._cond:
+            queued, running = list(self._queue), self.current
+        for task in queued:
+            self.withdraw(task, error)
+        if running is not None:
+            running.abort = error
+            running.cancel.set()
 
     def _retry_after(self, ahead: int) -> int:
         mean = self._mean_seconds or 30.0
@@ -231,7 +247,7 @@ class GpuRunner:
         def on_step(step: int, total: int) -> None:
             task.step = step
             if task.cancel.is_set():
-                raise Canceled(f"canceled at step {step} of {total}")
+                raise task.abort or Canceled(f"canceled at step {step} of {total}")
             if time.monotonic() > deadline:
                 raise GenerationTimeout(f"stopped at step {step} of {total} after {self.generation_timeout:.0f} s")
 

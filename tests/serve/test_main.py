@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serve.__main__ import uvicorn_config
+from serve.__main__ import FINISH_SECONDS, uvicorn_config
 from serve.app import create_app
 from tests.conftest import make_settings
 
@@ -15,4 +15,4 @@ def test_keep_alive_outlasts_the_load_balancer_and_access_log_is_ours(tmp_path: 
     assert config.timeout_keep_alive > 600
     assert (config.host, config.port) == ("0.0.0.0", 8080)
     assert config.access_log is False
-    assert config.timeout_graceful_shutdown == settings.generation_timeout_seconds
+    assert config.timeout_graceful_shutdown == FINISH_SECONDS

@@ -1,4 +1,4 @@
-"""SIGTERM mid-generation: `python -m serve` finishes and stores the video, then exits cleanly."""
+"""SIGTERM to `python -m serve` mid-generation: drain (new work 503), finish, exit 0."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import KEY
+from tests.conftest import KEY, SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
+HEADERS = {"X-API-Key": KEY}
+SLOW = {"prompt": "long", "height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
 
 
 def _free_port() -> int:
@@ -24,9 +29,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_sigterm_lets_the_running_generation_finish(tmp_path: Path) -> None:
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def output(self) -> str:
+        return self.process.stdout.read().decode() if self.process.stdout else ""
+
+
+@contextmanager
+def serve_process(tmp_path: Path, **env: str) -> Iterator[Server]:
     port = _free_port()
-    env = {
+    environment = {
         **os.environ,
         "API_KEYS": KEY,
         "PORT": str(port),
@@ -34,42 +49,71 @@ def test_sigterm_lets_the_running_generation_finish(tmp_path: Path) -> None:
         "OUTPUT_DIR": str(tmp_path / "out"),
         "MODEL": "ltx-video-tiny",
         "DEVICE": "cpu",
+        **env,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "serve"], cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}"
-    result: dict[str, httpx.Response] = {}
+    server = Server(process, f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "server never became healthy"
+            assert process.poll() is None and time.monotonic() < deadline, "server never became healthy"
             time.sleep(0.2)
-        body = {"prompt": "long", "height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
-
-        def post() -> None:
-            result["r"] = httpx.post(f"{url}/predict", json=body, headers={"X-API-Key": KEY}, timeout=300)
-
-        client = threading.Thread(target=post)
-        client.start()
-        while httpx.get(f"{url}/health", timeout=1).json()["status"] != "busy":
-            assert time.monotonic() < deadline + 30, "generation never started"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        client.join(300)
-        exit_code = process.wait(60)
+        yield server
     finally:
         if process.poll() is None:
             process.kill()
-    output = process.stdout.read().decode() if process.stdout else ""
-    assert result["r"].status_code == 200, output[-2000:]
-    assert Path(result["r"].json()["video_path"]).stat().st_size > 0
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit is "killed by SIGTERM",
-    # which systemd counts as a clean stop.
-    assert exit_code in (0, -signal.SIGTERM), output[-2000:]
-    assert "Application shutdown complete" in output
+            process.wait(10)
+
+
+def _slow_request(server: Server, result: dict[str, httpx.Response]) -> threading.Thread:
+    def post() -> None:
+        result["slow"] = httpx.post(f"{server.url}/predict", json=SLOW, headers=HEADERS, timeout=300)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{server.url}/health", timeout=1).json()["status"] != "busy":
+        assert time.monotonic() < deadline, "generation never started"
+        time.sleep(0.05)
+    return thread
+
+
+def test_sigterm_drains_lets_the_generation_finish_and_exits_0(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as server:
+        result: dict[str, httpx.Response] = {}
+        client = _slow_request(server, result)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        refused = httpx.post(f"{server.url}/predict", json={"prompt": "late", **SMALL}, headers=HEADERS, timeout=30)
+        health = httpx.get(f"{server.url}/health", timeout=5)
+        client.join(300)
+        exit_code = server.process.wait(60)
+        output = server.output()
+    assert refused.status_code == 503 and refused.json()["error"] == "draining", output[-2000:]
+    assert health.status_code == 503 and health.json()["status"] == "draining"
+    assert result["slow"].status_code == 200, output[-2000:]
+    assert Path(result["slow"].json()["video_path"]).stat().st_size > 0
+    assert exit_code == 0, output[-2000:]
+    assert "drained; shutting down" in output and "Application shutdown complete" in output
+
+
+def test_sigterm_past_the_drain_limit_fails_the_generation_cleanly(tmp_path: Path) -> None:
+    with serve_process(tmp_path, DRAIN_TIMEOUT_SECONDS="0.5") as server:
+        result: dict[str, httpx.Response] = {}
+        client = _slow_request(server, result)
+        server.process.send_signal(signal.SIGTERM)
+        client.join(120)
+        exit_code = server.process.wait(60)
+        output = server.output()
+    response = result["slow"]
+    assert response.status_code == 503, output[-2000:]
+    assert response.json()["error"] == "shutting_down" and "Retry-After" in response.headers
+    assert exit_code == 0, output[-2000:]
+    assert "drain limit reached" in output
