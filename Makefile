@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck
+.PHONY: run test lint clean shellcheck bundle
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m serve
+
+# The app bundle a VM installs (see the README's deploy section); prints its path and sha256.
+bundle: $(VENV)/.runtime
+	$(BIN)/python -m serve.boot bundle --out dist/app.tar.gz
 
 # ShellCheck comes from Debian's packages; installed here when missing and we may (root + apt).
 shellcheck:
@@ -40,4 +44,4 @@ lint: $(VENV)/.dev shellcheck
 	shellcheck startup/*.sh
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outputs dist .pytest_cache .mypy_cache .ruff_cache

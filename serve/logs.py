@@ -26,7 +26,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, model_libraries: bool = True) -> None:
+    """JSON lines on stderr; `model_libraries=False` skips importing diffusers/transformers
+    (command-line tools that never touch a model start faster)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -36,7 +38,8 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # serve.access writes one line per request
-    _route_library_logs()
+    if model_libraries:
+        _route_library_logs()
 
 
 def _route_library_logs() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import google_crc32c
+from google.api_core.exceptions import GoogleAPIError
 from google.cloud import storage
 from google.cloud.storage import transfer_manager
 
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("verify").add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    configure_logging("INFO")
+    configure_logging("INFO", model_libraries=False)
     try:
         if args.command == "verify":
             problems = verify(args.dir)
@@ -233,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             push(client, args.bucket, args.model, args.revision, args.dir)
         else:
             pull(client, args.bucket, args.model, args.revision, args.dir, workers=args.workers)
-    except CacheError as exc:
+    except (CacheError, GoogleAPIError) as exc:
         log.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)  # the last line, quoted by startup.sh
         return 2
     return 0
 

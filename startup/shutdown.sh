@@ -6,6 +6,9 @@
 # preemption notice, longer for an ordinary stop. systemd then stops the server.
 set -euo pipefail
 
+readonly STATE_DIR="${STARTUP_STATE_DIR:-/var/lib/videogen}"
+# The server's port, from the settings startup.sh wrote (or PORT, or 8080).
+PORT="${PORT:-$(sed -n 's/^PORT="\(.*\)"$/\1/p' "${STATE_DIR}/server.env" 2>/dev/null || true)}"
 readonly PORT="${PORT:-8080}"
 readonly METADATA_BASE_URL="${METADATA_BASE_URL:-http://metadata.google.internal/computeMetadata/v1}"
 readonly PREEMPTED_LIMIT_SECONDS="${PREEMPTED_LIMIT_SECONDS:-25}"

@@ -8,48 +8,28 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import KEY, SMALL, GatedBackend, LiveServer, live_server, make_settings
+from tests.fakes.metadata import FakeMetadataServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "startup" / "shutdown.sh"
 
 
 @pytest.fixture
-def metadata() -> Iterator[dict[str, str]]:
-    """A metadata server speaking the protocol (Metadata-Flavor: Google) on 127.0.0.1."""
-    values = {"/computeMetadata/v1/instance/preempted": "TRUE"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            value = values.get(self.path)
-            status = 403 if self.headers.get("Metadata-Flavor") != "Google" else 200 if value else 404
-            body = (value or "").encode() if status == 200 else b""
-            self.send_response(status)
-            self.send_header("Metadata-Flavor", "Google")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    values["base"] = f"http://127.0.0.1:{server.server_port}/computeMetadata/v1"
-    yield values
-    server.shutdown()
-    server.server_close()
+def metadata() -> Iterator[FakeMetadataServer]:
+    fake = FakeMetadataServer({"instance/preempted": "TRUE"})
+    yield fake
+    fake.close()
 
 
-def _run_script(live: LiveServer, metadata: dict[str, str], **env: str) -> subprocess.Popen[str]:
+def _run_script(live: LiveServer, metadata: FakeMetadataServer, **env: str) -> subprocess.Popen[str]:
     port = live.url.rsplit(":", 1)[1]
-    environment = {**os.environ, "PORT": port, "METADATA_BASE_URL": metadata["base"], **env}
+    environment = {**os.environ, "PORT": port, "METADATA_BASE_URL": metadata.base_url, **env}
     return subprocess.Popen(
         ["bash", str(SCRIPT)], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -67,7 +47,7 @@ def _start_generation(live: LiveServer, results: dict[str, httpx.Response]) -> t
     return thread
 
 
-def test_drains_and_waits_for_the_running_generation(tmp_path: Path, metadata: dict[str, str]) -> None:
+def test_drains_and_waits_for_the_running_generation(tmp_path: Path, metadata: FakeMetadataServer) -> None:
     backend = GatedBackend()
     with live_server(make_settings(tmp_path), backend=backend) as live:
         results: dict[str, httpx.Response] = {}
@@ -89,8 +69,8 @@ def test_drains_and_waits_for_the_running_generation(tmp_path: Path, metadata: d
     assert results["running"].status_code == 200
 
 
-def test_gives_up_at_the_limit_and_says_so(tmp_path: Path, metadata: dict[str, str]) -> None:
-    metadata["/computeMetadata/v1/instance/preempted"] = "FALSE"
+def test_gives_up_at_the_limit_and_says_so(tmp_path: Path, metadata: FakeMetadataServer) -> None:
+    metadata.values["instance/preempted"] = "FALSE"
     backend = GatedBackend()
     with live_server(make_settings(tmp_path), backend=backend) as live:
         results: dict[str, httpx.Response] = {}
@@ -105,8 +85,8 @@ def test_gives_up_at_the_limit_and_says_so(tmp_path: Path, metadata: dict[str, s
     assert "stage=drain result=limit_reached" in output and "in_flight=1" in output
 
 
-def test_no_server_is_not_an_error(metadata: dict[str, str]) -> None:
-    environment = {**os.environ, "PORT": "1", "METADATA_BASE_URL": metadata["base"]}
+def test_no_server_is_not_an_error(metadata: FakeMetadataServer) -> None:
+    environment = {**os.environ, "PORT": "1", "METADATA_BASE_URL": metadata.base_url}
     done = subprocess.run(["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
     assert "stage=drain result=no_server" in done.stdout

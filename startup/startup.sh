@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Compute Engine startup-script: turn a GPU VM into a healthy inference server.
+#
+# Stages: read the instance metadata (config), check the GPU, install the app bundle into a virtual
+# environment, pull the model weights from the GCS weight cache, write the server's settings and
+# systemd unit, start it, wait for /health. Each stage logs one line,
+#   startup stage=NAME result=RESULT seconds=S [details]
+# and a re-run skips what is done and still valid (same bundle hash, verified weights). Any
+# failure logs `result=failed error="..."`, exits 1 and starts nothing. The README's deploy
+# section lists the metadata attributes.
+set -euo pipefail
+export LC_ALL=C
+
+readonly METADATA_BASE_URL="${METADATA_BASE_URL:-http://metadata.google.internal/computeMetadata/v1}"
+readonly STATE_DIR="${STARTUP_STATE_DIR:-/var/lib/videogen}"
+readonly RUN_MODE="${STARTUP_RUN_MODE:-systemd}" # `direct` runs the server without systemd (tests)
+readonly UNIT_DIR="${STARTUP_UNIT_DIR:-/etc/systemd/system}"
+readonly BASE_PYTHON="${STARTUP_PYTHON:-python3}"
+readonly HEALTH_TIMEOUT="${STARTUP_HEALTH_TIMEOUT:-1200}"
+readonly BUILT_IN_MODEL=ltx-video-tiny
+readonly UNIT=videogen.service
+readonly SERVICE_USER=videogen
+
+STAGE=config
+RESULT=ok
+DETAIL=""
+SERVER_PID=""
+
+log() { printf 'startup %s\n' "$*"; }
+fail() {
+  log "stage=${STAGE} result=failed error=\"${*//\"/\'}\"" >&2
+  exit 1
+}
+seconds_since() { awk -v a="$1" -v b="${EPOCHREALTIME}" 'BEGIN { printf "%.1f", b - a }'; }
+# True when process $1 exists and is not a zombie (a stopped server may linger as one).
+alive() {
+  local state
+  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 1)"
+  [[ -n "${state}" && "${state}" != Z ]]
+}
+last_line() { tail -n 1 <<<"$1" | sed 's/^error: //'; }
+
+# Runs stage function $1 and logs its line with its duration.
+stage() {
+  local started="${EPOCHREALTIME}"
+  STAGE="$1" RESULT=ok DETAIL=""
+  "$1"
+  log "stage=$1 result=${RESULT} seconds=$(seconds_since "${started}")${DETAIL:+ ${DETAIL}}"
+}
+
+# Prints metadata value $1 (a path under the base URL), or $2 when the instance has none.
+metadata() {
+  local body code
+  body="$(mktemp)"
+  code="$(curl -sS -o "${body}" -w '%{http_code}' --max-time 5 --retry 5 --retry-connrefused \
+    -H 'Metadata-Flavor: Google' "${METADATA_BASE_URL}/$1" 2>/dev/null)" || code="${code:-000}"
+  case "${code}" in
+    200) cat "${body}" ;;
+    404) printf '%s' "${2-}" ;;
+    *) rm -f "${body}"; fail "metadata server answered ${code} for $1" ;;
+  esac
+  rm -f "${body}"
+}
+
+require() { [[ -n "$2" ]] || fail "metadata attribute $1 is missing or empty"; }
+require_name() {
+  [[ "$2" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ && "$2" != *..* ]] \
+    || fail "metadata attribute $1=$2: letters, digits, '.', '_' and '-' only"
+}
+
+config() {
+  MODEL="$(metadata instance/attributes/model)"
+  REVISION="$(metadata instance/attributes/model-revision)"
+  WEIGHTS_BUCKET="$(metadata instance/attributes/weights-bucket)"
+  BUNDLE_URL="$(metadata instance/attributes/app-bundle)"
+  BUNDLE_SHA256="$(metadata instance/attributes/app-bundle-sha256)"
+  DEVICE="$(metadata instance/attributes/device auto)"
+  PORT="$(metadata instance/attributes/port 8080)"
+  OUTPUT_BUCKET="$(metadata instance/attributes/output-bucket)"
+  KEY_SECRET="$(metadata instance/attributes/api-key-secret)"
+  SERVER_ENV="$(metadata instance/attributes/server-env)"
+  PROJECT="$(metadata project/project-id)"
+  require model "${MODEL}"
+  require_name model "${MODEL}"
+  if [[ "${MODEL}" != "${BUILT_IN_MODEL}" ]]; then
+    require model-revision "${REVISION}"
+    require_name model-revision "${REVISION}"
+    require weights-bucket "${WEIGHTS_BUCKET}"
+  fi
+  require app-bundle "${BUNDLE_URL}"
+  [[ "${BUNDLE_URL}" == gs://* ]] || fail "metadata attribute app-bundle=${BUNDLE_URL} is not a gs:// URL"
+  [[ "${BUNDLE_SHA256}" =~ ^[0-9a-f]{64}$ ]] \
+    || fail "metadata attribute app-bundle-sha256 is not a sha256 in hex: '${BUNDLE_SHA256}'"
+  DETAIL="model=${MODEL} revision=${REVISION:-none} bundle=${BUNDLE_SHA256:0:12} mode=${RUN_MODE}"
+}
+
+gpu() {
+  if [[ "${DEVICE}" == cpu ]]; then
+    RESULT=skipped DETAIL="device=cpu"
+    return
+  fi
+  command -v nvidia-smi >/dev/null \
+    || fail "nvidia-smi not found: the NVIDIA driver is missing. Use a Deep Learning VM image with metadata install-nvidia-driver=True, or set device=cpu"
+  local gpus
+  gpus="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)" \
+    || fail "nvidia-smi failed, the driver is not working: ${gpus//$'\n'/ }"
+  DETAIL="gpu=\"${gpus//$'\n'/; }\""
+}
+
+fetch_bundle() {
+  local archive="${STATE_DIR}/downloads/app-${BUNDLE_SHA256}" output actual
+  mkdir -p "${STATE_DIR}/downloads"
+  output="$(gcloud storage cp "${BUNDLE_URL}" "${archive}" 2>&1)" \
+    || fail "cannot download app-bundle ${BUNDLE_URL}: $(last_line "${output}")"
+  actual="$(sha256sum "${archive}" | cut -d ' ' -f 1)"
+  if [[ "${actual}" != "${BUNDLE_SHA256}" ]]; then
+    rm -f "${archive}"
+    fail "app bundle ${BUNDLE_URL} has sha256 ${actual} but metadata app-bundle-sha256 is ${BUNDLE_SHA256}"
+  fi
+  BUNDLE_BYTES="$(stat -c %s "${archive}")"
+  rm -rf "${APP_DIR}.partial"
+  mkdir -p "${APP_DIR}.partial"
+  if [[ "${BUNDLE_URL}" == *.zip ]]; then
+    "${BASE_PYTHON}" -m zipfile -e "${archive}" "${APP_DIR}.partial"
+  else
+    tar -xzf "${archive}" -C "${APP_DIR}.partial" --no-same-owner
+  fi
+  [[ -f "${APP_DIR}.partial/requirements.txt" ]] || fail "app bundle ${BUNDLE_URL} has no requirements.txt"
+  rm -f "${archive}"
+  touch "${APP_DIR}.partial/.installed"
+  rm -rf "${APP_DIR}"
+  mv "${APP_DIR}.partial" "${APP_DIR}"
+}
+
+make_venv() {
+  "${BASE_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || fail "$("${BASE_PYTHON}" -V 2>&1) is too old: the server needs Python 3.11 or newer"
+  if ! "${BASE_PYTHON}" -c 'import ensurepip' 2>/dev/null; then
+    apt-get install -y -qq python3-venv >/dev/null || fail "python venv support is missing (apt-get install python3-venv)"
+  fi
+  rm -rf "${VENV}"
+  "${BASE_PYTHON}" -m venv "${VENV}"
+  "${VENV}/bin/pip" install --quiet --disable-pip-version-check -r "${APP_DIR}/requirements.txt" \
+    >"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
+  touch "${VENV}/.complete"
+}
+
+install_app() {
+  local venv=reused
+  APP_DIR="${STATE_DIR}/app/${BUNDLE_SHA256}"
+  BUNDLE_BYTES=0
+  RESULT=cached
+  if [[ ! -f "${APP_DIR}/.installed" ]]; then
+    fetch_bundle
+    RESULT=installed
+  fi
+  # The environment is keyed by the requirements, so a code-only change reuses it.
+  VENV="${STATE_DIR}/venvs/$(sha256sum "${APP_DIR}/requirements.txt" | cut -c 1-16)"
+  if [[ ! -f "${VENV}/.complete" ]]; then
+    make_venv
+    RESULT=installed venv=created
+  fi
+  PY="${VENV}/bin/python"
+  ln -sfn "${APP_DIR}" "${STATE_DIR}/current"
+  cd "${APP_DIR}"
+  DETAIL="bundle_bytes=${BUNDLE_BYTES} venv=${venv} venv_bytes=$(du -sb "${VENV}" | cut -f 1)"
+}
+
+pull_weights() {
+  WEIGHTS_DIR=""
+  if [[ "${MODEL}" == "${BUILT_IN_MODEL}" ]]; then
+    RESULT=skipped DETAIL="reason=built_in_model"
+    return
+  fi
+  WEIGHTS_DIR="${STATE_DIR}/weights/${MODEL}/${REVISION}"
+  if "${PY}" -m serve.weights verify --dir "${WEIGHTS_DIR}" >/dev/null 2>&1; then
+    RESULT=cached
+  else
+    local output
+    output="$("${PY}" -m serve.weights pull --bucket "${WEIGHTS_BUCKET}" --model "${MODEL}" \
+      --revision "${REVISION}" --dir "${WEIGHTS_DIR}" 2>&1)" || fail "$(last_line "${output}")"
+    # Other revisions of this model are not needed any more; disks are finite.
+    find "${STATE_DIR}/weights/${MODEL}" -mindepth 1 -maxdepth 1 ! -name "${REVISION}" -exec rm -rf {} +
+  fi
+  DETAIL="bytes=$(du -sb "${WEIGHTS_DIR}" | cut -f 1) source=gs://${WEIGHTS_BUCKET}/${MODEL}/${REVISION}/"
+}
+
+configure() {
+  local user="" output
+  if [[ "${RUN_MODE}" == systemd ]]; then
+    id -u "${SERVICE_USER}" >/dev/null 2>&1 || useradd --system --user-group --create-home \
+      --home-dir "${STATE_DIR}/home" --shell /usr/sbin/nologin "${SERVICE_USER}"
+    user="${SERVICE_USER}"
+  fi
+  output="$("${PY}" -m serve.boot configure --state-dir "${STATE_DIR}" --app-dir "${APP_DIR}" --python "${PY}" \
+    --model "${MODEL}" --model-revision "${REVISION}" ${WEIGHTS_DIR:+--weights-dir "${WEIGHTS_DIR}"} \
+    --port "${PORT}" --device "${DEVICE}" --output-bucket "${OUTPUT_BUCKET}" --api-key-secret "${KEY_SECRET}" \
+    --project "${PROJECT}" --server-env "${SERVER_ENV}" --user "${user}" 2>&1)" || fail "$(last_line "${output}")"
+  RESULT="$(last_line "${output}")"
+  # The settings may move the port (server-env); the health check follows them.
+  PORT="$(sed -n 's/^PORT="\(.*\)"$/\1/p' "${STATE_DIR}/server.env")"
+  mkdir -p "${STATE_DIR}/outputs"
+  [[ -z "${user}" ]] || chown "${user}:${user}" "${STATE_DIR}/outputs"
+}
+
+start() {
+  if [[ "${RUN_MODE}" == systemd ]]; then
+    install -m 0644 "${STATE_DIR}/${UNIT}" "${UNIT_DIR}/${UNIT}"
+    systemctl daemon-reload
+    if [[ "${CONFIG_CHANGED}" == unchanged ]] && systemctl is-active --quiet "${UNIT}"; then
+      RESULT=running
+    else
+      systemctl restart "${UNIT}"
+      RESULT=started
+    fi
+    return
+  fi
+  local pid_file="${STATE_DIR}/server.pid" old=""
+  [[ -f "${pid_file}" ]] && old="$(cat "${pid_file}")"
+  if [[ -n "${old}" ]] && alive "${old}"; then
+    if [[ "${CONFIG_CHANGED}" == unchanged ]]; then
+      RESULT=running SERVER_PID="${old}"
+      return
+    fi
+    kill -TERM "${old}"
+    while alive "${old}"; do sleep 0.2; done
+  fi
+  nohup "${PY}" -m serve.boot run --env-file "${STATE_DIR}/server.env" \
+    </dev/null >>"${STATE_DIR}/logs/server.log" 2>&1 9>&- &
+  SERVER_PID="$!"
+  echo "${SERVER_PID}" >"${pid_file}"
+  RESULT=started DETAIL="pid=${SERVER_PID}"
+}
+
+healthy() {
+  local output
+  output="$("${PY}" -m serve.boot wait --url "http://127.0.0.1:${PORT}/health" --timeout "${HEALTH_TIMEOUT}" \
+    ${SERVER_PID:+--pid "${SERVER_PID}"} 2>&1)" \
+    || fail "$(last_line "${output}"); see: sudo journalctl -u ${UNIT}"
+  DETAIL="port=${PORT}"
+}
+
+main() {
+  local started="${EPOCHREALTIME}"
+  mkdir -p "${STATE_DIR}/logs"
+  exec 9>"${STATE_DIR}/.startup.lock"
+  flock -w 3600 9 || fail "another startup run holds ${STATE_DIR}/.startup.lock"
+  stage config
+  stage gpu
+  stage install_app
+  stage pull_weights
+  stage configure
+  CONFIG_CHANGED="${RESULT}"
+  stage start
+  stage healthy
+  log "stage=total result=healthy seconds=$(seconds_since "${started}") model=${MODEL} revision=${REVISION:-none}"
+}
+
+main "$@"
