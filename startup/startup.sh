@@ -135,11 +135,14 @@ fetch_bundle() {
 make_venv() {
   "${BASE_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || fail "$("${BASE_PYTHON}" -V 2>&1) is too old: the server needs Python 3.11 or newer"
-  if ! "${BASE_PYTHON}" -c 'import ensurepip' 2>/dev/null; then
-    apt-get install -y -qq python3-venv >/dev/null || fail "python venv support is missing (apt-get install python3-venv)"
-  fi
   rm -rf "${VENV}"
-  "${BASE_PYTHON}" -m venv "${VENV}"
+  if ! "${BASE_PYTHON}" -m venv "${VENV}" >/dev/null 2>&1; then
+    # Debian and Ubuntu ship venv support separately.
+    rm -rf "${VENV}"
+    { apt-get update -qq && apt-get install -y -qq python3-venv; } >/dev/null 2>&1 \
+      || fail "cannot create a virtual environment and apt-get install python3-venv failed"
+    "${BASE_PYTHON}" -m venv "${VENV}" || fail "cannot create a virtual environment with ${BASE_PYTHON}"
+  fi
   "${VENV}/bin/pip" install --quiet --disable-pip-version-check -r "${APP_DIR}/requirements.txt" \
     >"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
   touch "${VENV}/.complete"
