@@ -3,10 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck bundle
+.PHONY: run test lint clean shellcheck bundle tf-check deploy destroy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,14 +37,33 @@ shellcheck:
 	    apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; \
 	  else echo "shellcheck missing (apt-get install shellcheck); its test will be skipped"; fi; }
 
-test: $(VENV)/.dev shellcheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+$(CHECKOV): requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+test: $(VENV)/.dev $(CHECKOV) shellcheck
+	CHECKOV=$(CURDIR)/$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The offline Terraform checks alone: fmt, structure (python-hcl2), checkov.
+tf-check: $(VENV)/.dev $(CHECKOV)
+	terraform fmt -check -recursive $(TF_DIR)
+	CHECKOV=$(CURDIR)/$(CHECKOV) $(BIN)/python -m pytest tests/terraform $(PYTEST_ARGS)
+
+# Real deployments (need a project, gcloud auth and terraform.tfvars; never run in tests).
+deploy: bundle
+	terraform -chdir=$(TF_DIR) init
+	terraform -chdir=$(TF_DIR) apply
+
+destroy:
+	terraform -chdir=$(TF_DIR) destroy
 
 lint: $(VENV)/.dev shellcheck
+	terraform fmt -check -recursive $(TF_DIR)
 	$(BIN)/ruff check serve models tests
 	$(BIN)/ruff format --check serve models tests
 	$(BIN)/mypy serve models
 	shellcheck startup/*.sh
 
 clean:
-	rm -rf $(VENV) outputs dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) outputs dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,166 @@
+# The GPU VMs: a regional instance template and a regional managed instance group with
+# autohealing and an autoscaler. startup/startup.sh (in metadata) turns each VM into a server.
+locals {
+  # The server's settings beyond what startup.sh derives from the attributes below.
+  server_env = merge(
+    {
+      GENERATION_TIMEOUT_SECONDS = tostring(var.generation_timeout_seconds)
+      DRAIN_TIMEOUT_SECONDS      = tostring(var.drain_timeout_seconds)
+    },
+    var.server_env,
+  )
+
+  metadata = {
+    startup-script         = file("${path.module}/../startup/startup.sh")
+    shutdown-script        = file("${path.module}/../startup/shutdown.sh")
+    enable-oslogin         = "TRUE"
+    block-project-ssh-keys = "TRUE"
+    install-nvidia-driver  = "True"
+
+    # Read by startup.sh (the README's deploy section lists them).
+    model             = var.model
+    model-revision    = var.model_revision
+    weights-bucket    = google_storage_bucket.weights.name
+    app-bundle        = "gs://${google_storage_bucket.weights.name}/${google_storage_bucket_object.app_bundle.name}"
+    app-bundle-sha256 = local.app_bundle_sha256
+    device            = "cuda"
+    port              = tostring(local.serving_port)
+    output-bucket     = google_storage_bucket.outputs.name
+    api-key-secret    = google_secret_manager_secret.api_keys.id
+    server-env        = join("\n", [for k, v in local.server_env : "${k}=${v}"])
+  }
+}
+
+resource "google_compute_region_instance_template" "server" {
+  name_prefix  = "${local.name}-"
+  region       = var.region
+  machine_type = var.machine_type
+  tags         = [local.network_tag]
+  labels       = local.labels
+  metadata     = local.metadata
+
+  guest_accelerator {
+    type  = var.gpu_type
+    count = 1
+  }
+
+  disk {
+    source_image = "projects/${var.image_project}/global/images/family/${var.image_family}"
+    disk_size_gb = var.boot_disk_size_gb
+    disk_type    = var.boot_disk_type
+    boot         = true
+    auto_delete  = true
+  }
+
+  # No access_config: no external IP. Egress goes through Cloud NAT.
+  network_interface {
+    subnetwork = google_compute_subnetwork.main.id
+  }
+
+  service_account {
+    email  = google_service_account.server.email
+    scopes = ["cloud-platform"] # IAM on the account does the limiting
+  }
+
+  scheduling {
+    on_host_maintenance         = "TERMINATE" # GPUs cannot live-migrate
+    automatic_restart           = !var.spot
+    preemptible                 = var.spot
+    provisioning_model          = var.spot ? "SPOT" : "STANDARD"
+    instance_termination_action = var.spot ? "DELETE" : null
+  }
+
+  # Secure Boot stays off by default: the NVIDIA kernel module that the Deep Learning VM image
+  # installs at first boot is not signed for it. vTPM and integrity monitoring are on.
+  shielded_instance_config {
+    enable_secure_boot          = var.secure_boot
+    enable_vtpm                 = true
+    enable_integrity_monitoring = true
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# Autohealing is slower to judge than the load balancer: a VM is replaced only after about
+# five minutes of failed checks, and never during its first boot (initial delay).
+resource "google_compute_health_check" "autohealing" {
+  name                = "${local.name}-autohealing"
+  check_interval_sec  = 30
+  timeout_sec         = 10
+  healthy_threshold   = 1
+  unhealthy_threshold = 10
+
+  http_health_check {
+    port         = local.serving_port
+    request_path = "/health"
+  }
+
+  log_config {
+    enable = true
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_region_instance_group_manager" "servers" {
+  name               = "${local.name}-mig"
+  region             = var.region
+  base_instance_name = local.name
+
+  distribution_policy_zones        = var.zones
+  distribution_policy_target_shape = "EVEN"
+
+  version {
+    instance_template = google_compute_region_instance_template.server.self_link
+  }
+
+  named_port {
+    name = "http"
+    port = local.serving_port
+  }
+
+  auto_healing_policies {
+    health_check      = google_compute_health_check.autohealing.id
+    initial_delay_sec = var.first_boot_seconds
+  }
+
+  # No surge by default: replacing a VM never needs GPU quota beyond the group's size. Compute
+  # Engine then needs max_unavailable >= the number of zones for a regional group.
+  update_policy {
+    type                         = "PROACTIVE"
+    minimal_action               = "REPLACE"
+    instance_redistribution_type = "NONE"
+    max_surge_fixed              = var.update_max_surge
+    max_unavailable_fixed        = max(var.update_max_surge == 0 ? length(var.zones) : 0, var.update_max_unavailable)
+    replacement_method           = "SUBSTITUTE"
+  }
+
+  wait_for_instances = false
+}
+
+resource "google_compute_region_autoscaler" "servers" {
+  name   = "${local.name}-autoscaler"
+  region = var.region
+  target = google_compute_region_instance_group_manager.servers.id
+
+  autoscaling_policy {
+    min_replicas    = var.min_replicas
+    max_replicas    = var.max_replicas
+    cooldown_period = var.first_boot_seconds
+
+    # The load balancer's measure of use: requests per second against the backend's
+    # max_rate_per_instance (what one GPU sustains).
+    load_balancing_utilization {
+      target = var.autoscaling_target
+    }
+
+    scale_in_control {
+      time_window_sec = 1200
+      max_scaled_in_replicas {
+        fixed = 1
+      }
+    }
+  }
+}

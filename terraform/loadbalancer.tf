@@ -1,0 +1,119 @@
+# Global external Application Load Balancer (EXTERNAL_MANAGED) in front of the group: HTTPS with
+# a Google-managed certificate when `domain` is set (and HTTP redirected to it), else plain HTTP.
+resource "google_compute_global_address" "lb" {
+  name       = "${local.name}-lb-ip"
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_health_check" "lb" {
+  name                = "${local.name}-lb"
+  check_interval_sec  = 5
+  timeout_sec         = 5
+  healthy_threshold   = 2
+  unhealthy_threshold = 2
+
+  http_health_check {
+    port         = local.serving_port
+    request_path = "/health"
+  }
+
+  log_config {
+    enable = true
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_backend_service" "servers" {
+  name                            = "${local.name}-backend"
+  load_balancing_scheme           = "EXTERNAL_MANAGED"
+  protocol                        = "HTTP"
+  port_name                       = "http"
+  timeout_sec                     = var.backend_timeout_seconds
+  connection_draining_timeout_sec = var.drain_timeout_seconds
+  health_checks                   = [google_compute_health_check.lb.id]
+  security_policy                 = google_compute_security_policy.edge.id
+
+  backend {
+    group                 = google_compute_region_instance_group_manager.servers.instance_group
+    balancing_mode        = "RATE"
+    max_rate_per_instance = var.requests_per_second_per_vm
+    capacity_scaler       = 1
+  }
+
+  log_config {
+    enable      = true
+    sample_rate = 1
+  }
+}
+
+resource "google_compute_url_map" "api" {
+  name            = "${local.name}-api"
+  default_service = google_compute_backend_service.servers.id
+}
+
+# --- HTTPS (when a domain is set) -----------------------------------------------------------
+
+resource "google_compute_managed_ssl_certificate" "api" {
+  count = local.https ? 1 : 0
+  name  = "${local.name}-cert"
+
+  managed {
+    domains = [var.domain]
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "google_compute_ssl_policy" "tls12" {
+  name            = "${local.name}-tls12"
+  profile         = "MODERN"
+  min_tls_version = "TLS_1_2"
+}
+
+resource "google_compute_target_https_proxy" "api" {
+  count            = local.https ? 1 : 0
+  name             = "${local.name}-https"
+  url_map          = google_compute_url_map.api.id
+  ssl_certificates = [google_compute_managed_ssl_certificate.api[0].id]
+  ssl_policy       = google_compute_ssl_policy.tls12.id
+}
+
+resource "google_compute_global_forwarding_rule" "https" {
+  count                 = local.https ? 1 : 0
+  name                  = "${local.name}-https"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  ip_protocol           = "TCP"
+  port_range            = "443"
+  ip_address            = google_compute_global_address.lb.id
+  target                = google_compute_target_https_proxy.api[0].id
+}
+
+# --- HTTP: a redirect to HTTPS with a domain, the API itself without one ---------------------
+
+resource "google_compute_url_map" "redirect" {
+  count = local.https ? 1 : 0
+  name  = "${local.name}-redirect"
+
+  default_url_redirect {
+    https_redirect         = true
+    redirect_response_code = "MOVED_PERMANENTLY_DEFAULT"
+    strip_query            = false
+  }
+}
+
+resource "google_compute_target_http_proxy" "api" {
+  name    = "${local.name}-http"
+  url_map = local.https ? google_compute_url_map.redirect[0].id : google_compute_url_map.api.id
+}
+
+resource "google_compute_global_forwarding_rule" "http" {
+  name                  = "${local.name}-http"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  ip_protocol           = "TCP"
+  port_range            = "80"
+  ip_address            = google_compute_global_address.lb.id
+  target                = google_compute_target_http_proxy.api.id
+}

@@ -1,0 +1,34 @@
+# The API key. By default it is generated ephemerally and written with the write-only argument,
+# so it never sits in the Terraform state: read it with `gcloud secrets versions access latest
+# --secret=<secret>` (output `api_key_command`). Rotation: bump `api_key_version` (a new version
+# is added; the server accepts every ENABLED version, so disable the old one when clients moved).
+ephemeral "random_password" "api_key" {
+  count   = var.api_key_in_state ? 0 : 1
+  length  = 48
+  special = false
+}
+
+# Opt-in: the key in the state, for `terraform output -raw api_key`.
+resource "random_password" "api_key" {
+  count   = var.api_key_in_state ? 1 : 0
+  length  = 48
+  special = false
+}
+
+resource "google_secret_manager_secret" "api_keys" {
+  secret_id = "${local.name}-api-keys"
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "api_key" {
+  secret                 = google_secret_manager_secret.api_keys.id
+  secret_data            = var.api_key_in_state ? random_password.api_key[0].result : null
+  secret_data_wo         = var.api_key_in_state ? null : ephemeral.random_password.api_key[0].result
+  secret_data_wo_version = var.api_key_in_state ? null : var.api_key_version
+}

@@ -1,0 +1,396 @@
+# --- Project and placement -------------------------------------------------------------------
+
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project id to deploy into."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the VMs, subnet and buckets; it must have NVIDIA L4 GPUs in the zones below."
+  default     = "us-central1"
+}
+
+variable "zones" {
+  type        = list(string)
+  description = "Zones of the region that have L4s (gcloud compute accelerator-types list --filter='name=nvidia-l4')."
+  default     = ["us-central1-a", "us-central1-b", "us-central1-c"]
+
+  validation {
+    condition     = length(var.zones) >= 1 && alltrue([for z in var.zones : can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", z))])
+    error_message = "zones: at least one zone name such as us-central1-a."
+  }
+}
+
+variable "name" {
+  type        = string
+  description = "Prefix of every resource name."
+  default     = "videogen"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name))
+    error_message = "name: 3-20 characters, lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Extra labels on the resources that take labels."
+  default     = {}
+}
+
+variable "subnet_cidr" {
+  type        = string
+  description = "Primary range of the VMs' subnet."
+  default     = "10.40.0.0/20"
+
+  validation {
+    condition     = can(cidrhost(var.subnet_cidr, 0))
+    error_message = "subnet_cidr: an IPv4 CIDR range."
+  }
+}
+
+# --- The VMs -------------------------------------------------------------------------------------
+
+variable "machine_type" {
+  type        = string
+  description = "G2 machine type (one NVIDIA L4 each for g2-standard-4 to -32)."
+  default     = "g2-standard-8"
+
+  validation {
+    condition     = contains(["g2-standard-4", "g2-standard-8", "g2-standard-12", "g2-standard-16", "g2-standard-32"], var.machine_type)
+    error_message = "machine_type: a single-L4 G2 type (g2-standard-4, -8, -12, -16 or -32)."
+  }
+}
+
+variable "gpu_type" {
+  type        = string
+  description = "Accelerator type attached to each VM."
+  default     = "nvidia-l4"
+
+  validation {
+    condition     = contains(["nvidia-l4"], var.gpu_type)
+    error_message = "gpu_type: nvidia-l4 (G2 machine types come with L4s)."
+  }
+}
+
+variable "image_project" {
+  type        = string
+  description = "Project of the boot image (Deep Learning VM images)."
+  default     = "deeplearning-platform-release"
+}
+
+variable "image_family" {
+  type        = string
+  description = "Deep Learning VM image family with the NVIDIA driver and Python 3.11+ (Ubuntu 24.04 has 3.12)."
+  default     = "common-cu128-ubuntu-2404-nvidia-570"
+}
+
+variable "boot_disk_size_gb" {
+  type        = number
+  description = "Boot disk size: image, virtual environment (about 6 GB with CUDA torch) and weights."
+  default     = 150
+
+  validation {
+    condition     = var.boot_disk_size_gb >= 80 && var.boot_disk_size_gb <= 2000
+    error_message = "boot_disk_size_gb: 80 to 2000."
+  }
+}
+
+variable "boot_disk_type" {
+  type        = string
+  description = "Boot disk type (weights are read from it at every start)."
+  default     = "pd-ssd"
+
+  validation {
+    condition     = contains(["pd-balanced", "pd-ssd", "hyperdisk-balanced"], var.boot_disk_type)
+    error_message = "boot_disk_type: pd-balanced, pd-ssd or hyperdisk-balanced."
+  }
+}
+
+variable "spot" {
+  type        = bool
+  description = "Spot VMs (much cheaper, may be preempted with 30 s notice; the shutdown script drains)."
+  default     = false
+}
+
+variable "secure_boot" {
+  type        = bool
+  description = "Shielded VM Secure Boot; needs an image whose NVIDIA driver is signed for it."
+  default     = false
+}
+
+variable "serving_port" {
+  type        = number
+  description = "Port the server listens on (the load balancer's backend port)."
+  default     = 8080
+
+  validation {
+    condition     = var.serving_port >= 1024 && var.serving_port <= 65535
+    error_message = "serving_port: 1024 to 65535."
+  }
+}
+
+# --- The model and the server ------------------------------------------------------------------
+
+variable "model" {
+  type        = string
+  description = "Backend the server runs."
+  default     = "ltx-video"
+
+  validation {
+    condition     = contains(["ltx-video", "ltx-video-tiny"], var.model)
+    error_message = "model: ltx-video or ltx-video-tiny."
+  }
+}
+
+variable "model_revision" {
+  type        = string
+  description = "Revision in the weight cache (python -m serve.weights push --revision)."
+  default     = "0.9.1"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9._-]*$", var.model_revision))
+    error_message = "model_revision: letters, digits, '.', '_' and '-'."
+  }
+}
+
+variable "app_bundle_path" {
+  type        = string
+  description = "The app bundle built by `make bundle`, relative to this directory."
+  default     = "../dist/app.tar.gz"
+}
+
+variable "server_env" {
+  type        = map(string)
+  description = "More server settings (names from the README's settings table), e.g. { QUEUE_SIZE = \"4\" }."
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.server_env) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
+    error_message = "server_env: upper-case setting names."
+  }
+}
+
+variable "generation_timeout_seconds" {
+  type        = number
+  description = "Longest generation the server runs (GENERATION_TIMEOUT_SECONDS)."
+  default     = 840
+
+  validation {
+    condition     = var.generation_timeout_seconds >= 60 && var.generation_timeout_seconds <= 3600
+    error_message = "generation_timeout_seconds: 60 to 3600."
+  }
+}
+
+variable "drain_timeout_seconds" {
+  type        = number
+  description = "How long a stopping VM lets running work finish (DRAIN_TIMEOUT_SECONDS; also the backend's connection draining)."
+  default     = 60
+
+  validation {
+    condition     = var.drain_timeout_seconds >= 0 && var.drain_timeout_seconds <= 3600
+    error_message = "drain_timeout_seconds: 0 to 3600."
+  }
+}
+
+variable "backend_timeout_seconds" {
+  type        = number
+  description = "Load balancer backend timeout: above the longest generation plus queueing and encoding."
+  default     = 900
+
+  validation {
+    condition     = var.backend_timeout_seconds > var.generation_timeout_seconds && var.backend_timeout_seconds <= 86400
+    error_message = "backend_timeout_seconds: more than generation_timeout_seconds (or /predict calls are cut off), at most 86400."
+  }
+}
+
+# --- Scaling and updates ------------------------------------------------------------------------
+
+variable "min_replicas" {
+  type        = number
+  description = "Fewest VMs. At least 1: with the load balancer's signal the group cannot scale up from zero."
+  default     = 1
+
+  validation {
+    condition     = var.min_replicas >= 1
+    error_message = "min_replicas: at least 1."
+  }
+}
+
+variable "max_replicas" {
+  type        = number
+  description = "Most VMs (check the NVIDIA_L4_GPUS quota of the region)."
+  default     = 4
+
+  validation {
+    condition     = var.max_replicas >= var.min_replicas && var.max_replicas <= 100
+    error_message = "max_replicas: at least min_replicas, at most 100."
+  }
+}
+
+variable "requests_per_second_per_vm" {
+  type        = number
+  description = "What one GPU sustains (the backend's max_rate_per_instance): 1 / seconds per video."
+  default     = 0.02
+
+  validation {
+    condition     = var.requests_per_second_per_vm > 0
+    error_message = "requests_per_second_per_vm: positive."
+  }
+}
+
+variable "autoscaling_target" {
+  type        = number
+  description = "Fraction of requests_per_second_per_vm at which the autoscaler adds VMs."
+  default     = 0.7
+
+  validation {
+    condition     = var.autoscaling_target > 0 && var.autoscaling_target <= 1
+    error_message = "autoscaling_target: more than 0, at most 1."
+  }
+}
+
+variable "first_boot_seconds" {
+  type        = number
+  description = "Time a new VM needs to become healthy (driver, packages, weights, warm-up): autohealing's initial delay and the autoscaler's cool-down."
+  default     = 1200
+
+  validation {
+    condition     = var.first_boot_seconds >= 300 && var.first_boot_seconds <= 3600
+    error_message = "first_boot_seconds: 300 to 3600."
+  }
+}
+
+variable "update_max_surge" {
+  type        = number
+  description = "Extra VMs during a rolling replace (needs that much spare L4 quota); 0 replaces in place."
+  default     = 0
+
+  validation {
+    condition     = var.update_max_surge >= 0
+    error_message = "update_max_surge: 0 or more."
+  }
+}
+
+variable "update_max_unavailable" {
+  type        = number
+  description = "VMs that may be down during a rolling replace; raised to the number of zones when update_max_surge is 0."
+  default     = 1
+
+  validation {
+    condition     = var.update_max_unavailable >= 0
+    error_message = "update_max_unavailable: 0 or more."
+  }
+}
+
+# --- Load balancer and Cloud Armor -------------------------------------------------------------
+
+variable "domain" {
+  type        = string
+  description = "Domain for HTTPS with a Google-managed certificate (point its A record at the IP). Empty: plain HTTP only."
+  default     = ""
+
+  validation {
+    condition     = var.domain == "" || can(regex("^([a-z0-9-]+\\.)+[a-z]{2,}$", var.domain))
+    error_message = "domain: empty, or a DNS name such as api.example.com."
+  }
+}
+
+variable "allowed_source_ranges" {
+  type        = list(string)
+  description = "If not empty, only these client CIDR ranges may call the API."
+  default     = []
+
+  validation {
+    condition     = alltrue([for r in var.allowed_source_ranges : can(cidrhost(r, 0))])
+    error_message = "allowed_source_ranges: CIDR ranges."
+  }
+}
+
+variable "waf_sensitivity" {
+  type        = number
+  description = "Sensitivity of the preconfigured WAF rules (1 is the fewest false positives on free-text prompts)."
+  default     = 1
+
+  validation {
+    condition     = var.waf_sensitivity >= 1 && var.waf_sensitivity <= 4
+    error_message = "waf_sensitivity: 1 to 4."
+  }
+}
+
+variable "waf_preview" {
+  type        = bool
+  description = "Log WAF matches without blocking (to tune against real prompts first)."
+  default     = false
+}
+
+variable "rate_limit_per_key_per_minute" {
+  type        = number
+  description = "Requests per minute per X-API-Key before a ban."
+  default     = 120
+
+  validation {
+    condition     = var.rate_limit_per_key_per_minute >= 1
+    error_message = "rate_limit_per_key_per_minute: at least 1."
+  }
+}
+
+variable "rate_limit_per_ip_per_minute" {
+  type        = number
+  description = "Requests per minute per client IP before a ban."
+  default     = 300
+
+  validation {
+    condition     = var.rate_limit_per_ip_per_minute >= 1
+    error_message = "rate_limit_per_ip_per_minute: at least 1."
+  }
+}
+
+variable "rate_limit_ban_seconds" {
+  type        = number
+  description = "How long a key or IP over its rate stays banned."
+  default     = 300
+
+  validation {
+    condition     = var.rate_limit_ban_seconds >= 60 && var.rate_limit_ban_seconds <= 86400
+    error_message = "rate_limit_ban_seconds: 60 to 86400."
+  }
+}
+
+# --- Secrets and storage --------------------------------------------------------------------------
+
+variable "api_key_version" {
+  type        = number
+  description = "Bump to add a new API key version (rotation; the write-only key is only re-sent when this changes)."
+  default     = 1
+}
+
+variable "api_key_in_state" {
+  type        = bool
+  description = "Keep the API key in the Terraform state too, for `terraform output -raw api_key` (off: read it from Secret Manager)."
+  default     = false
+}
+
+variable "bucket_location" {
+  type        = string
+  description = "Location of the buckets; empty: the region."
+  default     = ""
+}
+
+variable "output_retention_days" {
+  type        = number
+  description = "Days a generated video stays in the output bucket."
+  default     = 30
+
+  validation {
+    condition     = var.output_retention_days >= 1 && var.output_retention_days <= 3650
+    error_message = "output_retention_days: 1 to 3650."
+  }
+}
+
+variable "force_destroy_buckets" {
+  type        = bool
+  description = "Let `terraform destroy` delete buckets that still hold objects."
+  default     = false
+}
