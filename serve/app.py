@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from serve.auth import KeyStore
 from serve.config import Settings
 from serve.errors import install_error_handlers
 from serve.gcs import GcsOutput
+from serve.job_routes import router as job_router
+from serve.jobs import jobs_from_settings, start_worker
 from serve.limits import publish_limits
 from serve.metrics import Metrics
 from serve.middleware import RequestContextMiddleware
@@ -88,6 +91,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
             interval=settings.api_key_refresh_seconds,
         )
     store = LocalStore(settings.output_dir)
+    jobs = jobs_from_settings(settings) if settings.jobs_enabled else None
     runner = GpuRunner(
         backend=backend or backend_from_settings(settings),
         metrics=metrics,
@@ -108,9 +112,14 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         runner.start()  # loads the model in the background; /health says when it is ready
         if refresher is not None:
             refresher.start()
+        worker = None
+        if jobs is not None and settings.jobs_worker:
+            worker = start_worker(app, settings, jobs, asyncio.get_running_loop())
         try:
             yield
         finally:
+            if worker is not None:
+                worker.stop()
             if refresher is not None:
                 refresher.stop()
             runner.stop()
@@ -129,6 +138,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     )
     install_error_handlers(app)
     app.include_router(router)
+    if jobs is not None:
+        app.state.jobs, app.state.job_queue, app.state.subscriber = jobs
+        app.include_router(job_router)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, project=settings.gcp_project
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -16,21 +17,33 @@ from serve.errors import ApiError
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key of this server")
 
 
+DEFAULT_TENANT = "default"
+_TENANT = re.compile(r"^([a-z0-9][a-z0-9_-]{0,62}):(.+)$")
+
+
+def split_tenant(entry: str) -> tuple[str, str]:
+    """`tenant:key` gives (tenant, key); a bare key belongs to the default tenant."""
+    match = _TENANT.match(entry)
+    return (match[1], match[2]) if match else (DEFAULT_TENANT, entry)
+
+
 def key_id(key: str) -> str:
     """A short, stable, non-reversible name for a key, for logs and metrics."""
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 class KeyStore:
-    """The accepted keys. Several may be valid at once, so keys can be rotated."""
+    """The accepted keys. Several may be valid at once, so keys can be rotated. An entry
+    `tenant:key` puts the key in a tenant (jobs are visible within their tenant only)."""
 
     def __init__(self, keys: list[str]) -> None:
         self._digests = self._digest(keys)
         self.generated: str | None = None
 
     @staticmethod
-    def _digest(keys: list[str]) -> list[tuple[bytes, str]]:
-        return [(hashlib.sha256(k.encode()).digest(), key_id(k)) for k in keys]
+    def _digest(keys: list[str]) -> list[tuple[bytes, str, str]]:
+        pairs = [split_tenant(k) for k in keys]
+        return [(hashlib.sha256(k.encode()).digest(), key_id(k), tenant) for tenant, k in pairs]
 
     def replace(self, keys: list[str]) -> None:
         """Swap in a new set of keys at once (a single assignment, safe across threads)."""
@@ -64,24 +77,29 @@ class KeyStore:
 
     def verify(self, presented: str | None) -> str | None:
         """The key id when `presented` is a valid key, else None; time does not depend on which."""
+        found = self.identify(presented)
+        return found[0] if found else None
+
+    def identify(self, presented: str | None) -> tuple[str, str] | None:
+        """(key id, tenant) when `presented` is a valid key, else None."""
         # Comparing fixed-length digests keeps the time independent of the key's length and
         # content, and every key is compared so the time does not say which one matched.
         digest = hashlib.sha256((presented or "").encode("utf-8", "surrogateescape")).digest()
         found = None
-        for candidate, ident in self._digests:  # one snapshot of the list, even mid-rotation
+        for candidate, ident, tenant in self._digests:  # one snapshot of the list, even mid-rotation
             if hmac.compare_digest(digest, candidate) and presented:
-                found = ident
+                found = (ident, tenant)
         return found
 
 
 async def require_api_key(request: Request, presented: Annotated[str | None, Depends(_header)]) -> str:
     """The caller's key id, or a 401 that does not say whether the key was missing or wrong."""
     store: KeyStore = request.app.state.keys
-    ident = store.verify(presented)
-    if ident is None:
+    found = store.identify(presented)
+    if found is None:
         raise ApiError(401, "unauthorized", "missing or invalid API key (header X-API-Key)")
-    request.state.key_id = ident
-    return ident
+    request.state.key_id, request.state.tenant = found
+    return found[0]
 
 
 ApiKey = Annotated[str, Depends(require_api_key)]

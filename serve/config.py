@@ -79,6 +79,28 @@ class Settings(BaseSettings):
         description="On SIGTERM: how long queued and running work may take to finish before it fails with 503",
     )
 
+    # Asynchronous jobs (Pub/Sub + Firestore; off unless JOBS_ENABLED).
+    jobs_enabled: bool = Field(False, description="Serve the job API (`/jobs`, `/process`, `/status`, `/result`)")
+    jobs_worker: bool = Field(True, description="With jobs enabled: also run queued jobs on this server's GPU")
+    jobs_project: str | None = Field(None, description="Project of the topic and database; default: GCP_PROJECT")
+    firestore_database: str = Field("(default)", description="Firestore database (native mode) holding the jobs")
+    jobs_collection: str = Field("jobs", description="Firestore collection of job documents (usage: `<name>_usage`)")
+    pubsub_topic: str = Field("videogen-jobs", description="Pub/Sub topic jobs are published to")
+    pubsub_subscription: str = Field("videogen-jobs-worker", description="Pull subscription the workers read")
+    pubsub_dead_letter_topic: str = Field(
+        "videogen-jobs-dead-letter", description="Where jobs that failed every attempt are published"
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, le=100, description="Attempts before a crashing job fails (the subscription's dead-letter limit)"
+    )
+    job_lease_seconds: float = Field(
+        60, ge=10, description="A running job's lease; another worker may take it over after"
+    )
+    job_heartbeat_seconds: float = Field(
+        5, gt=0, description="How often a running job's lease and progress are renewed"
+    )
+    job_ttl_days: int = Field(30, ge=1, description="Days until a job document expires (`expire_at`, a TTL field)")
+
     # Output.
     output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")
     video_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (lower is better and larger)")

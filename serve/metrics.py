@@ -74,6 +74,7 @@ class Metrics:
         )
         self.rejected = Counter(f"{PREFIX}_rejected", "Requests turned away before the GPU", ["reason"], registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when /health is 200", registry=r)
+        self.jobs = Counter(f"{PREFIX}_jobs", "Jobs by event: submitted, and each outcome", ["event"], registry=r)
         r.register(_CudaMemory())
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None

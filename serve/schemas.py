@@ -108,3 +108,47 @@ class HealthResponse(BaseModel):
     model: str
     queue_depth: int = Field(description="Requests waiting for the GPU")
     in_flight: int = Field(description="Requests waiting or running; a drain is done when it reaches 0")
+
+
+class JobRequest(PredictRequest):
+    """A job: the /predict body, plus an optional idempotency key."""
+
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="A repeat with the same key (and tenant) returns the same job instead of a new one",
+    )
+
+
+class JobProgress(BaseModel):
+    step: int
+    total: int
+    fraction: float
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobResponse(BaseModel):
+    """A job's state; `result` is what /predict would have answered."""
+
+    job_id: str
+    status: str = Field(description="queued | running | succeeded | failed | canceled")
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int = Field(description="Times a worker started it (more than 1 after a crash or a lost VM)")
+    progress: JobProgress
+    queue_position: int | None = Field(None, description="While queued: 1 is next")
+    result: PredictResponse | None = None
+    error: JobError | None = None
+    links: dict[str, str]
+
+
+class JobLogResponse(BaseModel):
+    job_id: str
+    lines: list[dict[str, str]]

@@ -51,6 +51,7 @@ class PredictionService:
         base_url: str,
         is_disconnected: Callable[[], Awaitable[bool]],
         state: dict[str, Any],
+        on_task: Callable[[Task], None] | None = None,
     ) -> PredictResponse:
         # 1. Validate against this server's bounds, and where the video will go.
         check_limits(body, self.settings)
@@ -63,6 +64,8 @@ class PredictionService:
             self.runner.submit(task)
         except RunnerError as exc:
             raise _as_api_error(exc) from None
+        if on_task is not None:
+            on_task(task)
         video = await self._await_result(task, is_disconnected)
 
         # 3. Encode and store off the event loop; the GPU is already free for the next request.
@@ -96,7 +99,7 @@ class PredictionService:
         self.metrics.generation_seconds.observe(total)
         self.metrics.observe_stages(video.timings)
         timings = {k: round(v, 4) for k, v in video.timings.items()}
-        state.update(timings=timings, video_path=video_path)
+        state.update(timings=timings, video_path=video_path, bytes=size, gpu_seconds=total)
         described = self.runner.backend.describe()
         log.info("video stored", extra={"request_id": request_id, "bytes": size, "path": video_path})
         return PredictResponse(
@@ -171,3 +174,8 @@ class PredictionService:
 def _as_api_error(exc: RunnerError) -> ApiError:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return ApiError(exc.status, exc.code, str(exc), headers=headers)
+
+
+async def never_disconnected() -> bool:
+    """For work nobody waits on over HTTP (jobs)."""
+    return False

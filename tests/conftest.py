@@ -212,3 +212,25 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
     finally:
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
         emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def gcp_emulators() -> Iterator[dict[str, str]]:
+    """Pub/Sub and Firestore emulators for the session; the client libraries find them through
+    PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST."""
+    from tests.emulators import start_emulator
+
+    started = [start_emulator("pubsub"), start_emulator("firestore")]
+    hosts = {"PUBSUB_EMULATOR_HOST": started[0].host, "FIRESTORE_EMULATOR_HOST": started[1].host}
+    old = {name: os.environ.get(name) for name in hosts}
+    os.environ.update(hosts)
+    try:
+        yield hosts
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for emulator in started:
+            emulator.stop()

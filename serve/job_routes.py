@@ -1,0 +1,145 @@
+"""The job API: POST /jobs, GET /jobs/{id}, GET /jobs/{id}/log, POST /jobs/{id}/cancel, and
+the aliases POST /process, GET /status/{id}, GET /result/{id}. A job is visible only to keys
+of its tenant; any other id is a 404."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from serve.auth import ApiKey
+from serve.errors import ApiError
+from serve.jobs import JobStore
+from serve.limits import check_limits
+from serve.schemas import ErrorResponse, JobLogResponse, JobRequest, JobResponse
+
+log = logging.getLogger("serve.jobs")
+router = APIRouter(tags=["jobs"])
+_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
+    job_id = job["job_id"]
+    progress = job.get("progress") or {"step": 0, "total": 0}
+    total = max(int(progress.get("total") or 0), 0)
+    step = int(progress.get("step") or 0)
+    if job["status"] == "succeeded":
+        step = total
+    return JobResponse(
+        job_id=job_id,
+        status=job["status"],
+        created_at=_iso(job["created_at"]) or "",
+        updated_at=_iso(job["updated_at"]) or "",
+        started_at=_iso(job.get("started_at")),
+        finished_at=_iso(job.get("finished_at")),
+        attempts=job.get("attempts", 0),
+        progress={"step": step, "total": total, "fraction": round(step / total, 4) if total else 0.0},
+        queue_position=position,
+        result=job.get("result"),
+        error=job.get("error"),
+        links={
+            "self": f"/jobs/{job_id}",
+            "log": f"/jobs/{job_id}/log",
+            "cancel": f"/jobs/{job_id}/cancel",
+            "result": f"/result/{job_id}",
+        },
+    )
+
+
+async def _own_job(request: Request, job_id: str) -> dict[str, Any]:
+    store: JobStore = request.app.state.jobs
+    job = await asyncio.to_thread(store.get, job_id) if len(job_id) <= 64 else None
+    if job is None or job["tenant"] != request.state.tenant:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return job
+
+
+@router.post("/jobs", status_code=202, response_model=JobResponse, responses=_404)
+async def submit(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
+    """Queue a generation and return at once; poll the job, or its `links`."""
+    settings = request.app.state.settings
+    check_limits(body, settings)
+    gcs = request.app.state.service.gcs
+    if body.gcs_destination is not None:
+        if gcs is None:
+            raise ApiError(422, "invalid_request", "gcs_destination: no Cloud Storage output is configured")
+        gcs.destination("check", body.gcs_destination)  # the bucket must be allowed; 422 otherwise
+    store: JobStore = request.app.state.jobs
+    payload = body.model_dump(exclude={"idempotency_key"})
+    job, created = await asyncio.to_thread(store.create, request.state.tenant, payload, body.idempotency_key)
+    if created:
+        try:
+            await asyncio.to_thread(request.app.state.job_queue.publish, job["job_id"])
+        except Exception as exc:
+            error = {"code": "queue_unavailable", "message": "the job could not be queued; submit it again"}
+            await asyncio.to_thread(store.fail_queued, job["job_id"], error)
+            log.error("publish failed", extra={"job_id": job["job_id"], "error": str(exc)})
+            raise ApiError(503, "queue_unavailable", error["message"], headers={"Retry-After": "10"}) from None
+        request.app.state.metrics.jobs.labels("submitted").inc()
+    log.info("job submitted", extra={"job_id": job["job_id"], "tenant": job["tenant"], "created": created})
+    described = _describe(job)
+    return JSONResponse(
+        described.model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": described.links["self"]},
+    )
+
+
+@router.post("/process", status_code=202, response_model=JobResponse, responses=_404, include_in_schema=True)
+async def process(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
+    """Alias of POST /jobs."""
+    return await submit(body, request, key_id)
+
+
+@router.get("/jobs/{job_id}", response_model=JobResponse, responses=_404)
+async def status(job_id: str, request: Request, key_id: ApiKey) -> JobResponse:
+    """The job's status, progress, timings, and result or error."""
+    job = await _own_job(request, job_id)
+    position = None
+    if job["status"] == "queued":
+        position = await asyncio.to_thread(request.app.state.jobs.position, job)
+    return _describe(job, position)
+
+
+@router.get("/status/{job_id}", response_model=JobResponse, responses=_404)
+async def status_alias(job_id: str, request: Request, key_id: ApiKey) -> JobResponse:
+    """Alias of GET /jobs/{id}."""
+    return await status(job_id, request, key_id)
+
+
+@router.get("/jobs/{job_id}/log", response_model=JobLogResponse, responses=_404)
+async def job_log(job_id: str, request: Request, key_id: ApiKey) -> JobLogResponse:
+    """The job's log lines (queued, attempts, cancel requests, outcome)."""
+    job = await _own_job(request, job_id)
+    return JobLogResponse(job_id=job_id, lines=job.get("log") or [])
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobResponse, responses=_404)
+async def cancel(job_id: str, request: Request, key_id: ApiKey) -> JobResponse:
+    """A queued job never runs; a running one stops at its next step and frees the GPU."""
+    await _own_job(request, job_id)
+    job = await asyncio.to_thread(request.app.state.jobs.cancel, job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return _describe(job)
+
+
+@router.get("/result/{job_id}", responses={**_404, 303: {"description": "To the video"}, 409: {"model": ErrorResponse}})
+async def result(job_id: str, request: Request, key_id: ApiKey) -> Any:
+    """Succeeded: a redirect (303) to the video's URL. Failed or canceled: the error. Else 409."""
+    job = await _own_job(request, job_id)
+    if job["status"] == "succeeded":
+        return RedirectResponse(job["result"]["video_url"], status_code=303)
+    if job["status"] in ("failed", "canceled"):
+        error = job.get("error") or {"code": job["status"], "message": f"the job was {job['status']}"}
+        raise ApiError(409, error["code"], f"the job {job['status']}: {error['message']}")
+    raise ApiError(409, "not_finished", f"the job is {job['status']}; poll /jobs/{job_id}")

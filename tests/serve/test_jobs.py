@@ -1,0 +1,274 @@
+"""Asynchronous jobs against the real Pub/Sub and Firestore emulators (gcloud), on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models.base import GenerationRequest, StepCallback, Video
+from serve.config import Settings
+from tests.conftest import SMALL, GatedBackend, LiveServer, live_server, make_settings
+from tests.helpers import decode_mp4
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "test-project"
+ALPHA, BETA = "key-alpha-0123456789", "key-beta-0123456789"
+KEYS = f"alpha:{ALPHA},beta:{BETA}"
+A = {"X-API-Key": ALPHA}
+B = {"X-API-Key": BETA}
+
+
+@dataclass
+class JobsEnv:
+    suffix: str
+    emulators: dict[str, str]
+
+    @property
+    def names(self) -> dict[str, Any]:
+        return {
+            "pubsub_topic": f"jobs-{self.suffix}",
+            "pubsub_subscription": f"jobs-worker-{self.suffix}",
+            "pubsub_dead_letter_topic": f"jobs-dead-{self.suffix}",
+            "jobs_collection": f"jobs_{self.suffix}",
+        }
+
+    def settings(self, tmp_path: Path, **overrides: Any) -> Settings:
+        values = {
+            "jobs_enabled": True,
+            "jobs_project": PROJECT,
+            "api_keys": KEYS,
+            "job_heartbeat_seconds": 0.3,
+            "job_lease_seconds": 10,
+            **self.names,
+            **overrides,
+        }
+        return make_settings(tmp_path, **values)
+
+    def dead_lettered(self) -> list[str]:
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        path = subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{self.suffix}")
+        response = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=10)
+        return [m.message.data.decode() for m in response.received_messages]
+
+
+@pytest.fixture
+def jobs_env(gcp_emulators: dict[str, str]) -> JobsEnv:
+    from google.cloud import pubsub_v1
+
+    env = JobsEnv(uuid.uuid4().hex[:8], gcp_emulators)
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    names = env.names
+    topic = publisher.topic_path(PROJECT, names["pubsub_topic"])
+    dead = publisher.topic_path(PROJECT, names["pubsub_dead_letter_topic"])
+    publisher.create_topic(name=topic)
+    publisher.create_topic(name=dead)
+    subscriber.create_subscription(
+        request={
+            "name": subscriber.subscription_path(PROJECT, names["pubsub_subscription"]),
+            "topic": topic,
+            "ack_deadline_seconds": 10,
+        }
+    )
+    subscriber.create_subscription(
+        request={"name": subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{env.suffix}"), "topic": dead}
+    )
+    return env
+
+
+def _submit(live: LiveServer, headers: dict[str, str], **body: Any) -> httpx.Response:
+    with live.client() as client:
+        return client.post("/jobs", json={"prompt": "a boat", **SMALL, **body}, headers=headers)
+
+
+def _wait(live: LiveServer, job_id: str, statuses: set[str], headers: dict[str, str] = A, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    with live.client() as client:
+        while True:
+            job = client.get(f"/jobs/{job_id}", headers=headers).json()
+            if job["status"] in statuses:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} stayed {job['status']}"
+            time.sleep(0.1)
+
+
+def test_submit_status_result_with_the_tiny_model(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with live_server(jobs_env.settings(tmp_path)) as live:
+        submitted = _submit(live, A)
+        assert submitted.status_code == 202, submitted.text
+        job = submitted.json()
+        assert job["status"] == "queued" and submitted.headers["Location"] == f"/jobs/{job['job_id']}"
+        assert set(job["links"]) == {"self", "log", "cancel", "result"}
+        done = _wait(live, job["job_id"], {"succeeded", "failed"})
+        with live.client() as client:
+            log = client.get(f"/jobs/{job['job_id']}/log", headers=A).json()
+            result = client.get(f"/result/{job['job_id']}", headers=A, follow_redirects=False)
+            video = client.get(httpx.URL(result.headers["Location"]).path, headers=A)  # the server at its port
+            alias = client.get(f"/status/{job['job_id']}", headers=A).json()
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"step": 2, "total": 2, "fraction": 1.0} and done["attempts"] == 1
+    assert done["result"]["metadata"]["request_id"] == job["job_id"]
+    assert result.status_code == 303
+    frames, *_ = decode_mp4(video.content)
+    assert frames.shape == (SMALL["num_frames"], SMALL["height"], SMALL["width"], 3)
+    messages = [line["message"] for line in log["lines"]]
+    assert messages[0] == "queued" and messages[-1] == "succeeded" and any("attempt 1" in m for m in messages)
+    assert alias["status"] == "succeeded"
+
+
+def test_validation_tenants_and_idempotency(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with live_server(jobs_env.settings(tmp_path, jobs_worker=False)) as live:
+        with live.client() as client:
+            bad = client.post("/jobs", json={"prompt": "x", "height": 100}, headers=A)
+            unknown = client.post("/jobs", json={"prompt": "x", "webhook_url": "http://x"}, headers=A)
+            nokey = client.post("/jobs", json={"prompt": "x"})
+        first = _submit(live, A, idempotency_key="order-42")
+        again = _submit(live, A, idempotency_key="order-42")
+        other_tenant = _submit(live, B, idempotency_key="order-42")
+        job_id = first.json()["job_id"]
+        with live.client() as client:
+            hidden = client.get(f"/jobs/{job_id}", headers=B)
+            hidden_cancel = client.post(f"/jobs/{job_id}/cancel", headers=B)
+            missing = client.get("/jobs/does-not-exist", headers=A)
+            queued = client.get(f"/jobs/{job_id}", headers=A).json()
+            pending = client.get(f"/result/{job_id}", headers=A)
+    assert bad.status_code == 422 and unknown.status_code == 422 and nokey.status_code == 401
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["job_id"] == job_id and other_tenant.json()["job_id"] != job_id
+    assert hidden.status_code == 404 and hidden_cancel.status_code == 404 and missing.status_code == 404
+    assert queued["status"] == "queued" and queued["queue_position"] == 1
+    assert pending.status_code == 409 and pending.json()["error"] == "not_finished"
+
+
+def test_submitted_to_one_server_run_and_read_on_another(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    gateway_settings = jobs_env.settings(tmp_path / "gateway", jobs_worker=False)
+    with live_server(gateway_settings) as gateway, live_server(jobs_env.settings(tmp_path / "gpu")) as gpu:
+        job = _submit(gateway, A).json()
+        done_on_gpu = _wait(gpu, job["job_id"], {"succeeded", "failed"})
+        seen_on_gateway = _wait(gateway, job["job_id"], {"succeeded", "failed"})
+    assert done_on_gpu["status"] == seen_on_gateway["status"] == "succeeded"
+
+
+class CountingBackend(GatedBackend):
+    """Released from the start; counts the generations each prompt got."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.release.set()
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Video:
+        if request.prompt == "poison":
+            self.prompts.append(request.prompt)
+            raise RuntimeError("this job always crashes")
+        return super().generate(request, on_step)
+
+
+def test_two_workers_run_every_job_exactly_once(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    first, second = CountingBackend(), CountingBackend()
+    with (
+        live_server(jobs_env.settings(tmp_path / "1"), backend=first) as one,
+        live_server(jobs_env.settings(tmp_path / "2"), backend=second) as two,
+    ):
+        ids = [_submit(one if i % 2 else two, A, prompt=f"job {i}").json()["job_id"] for i in range(10)]
+        finished = [_wait(one, job_id, {"succeeded", "failed"}) for job_id in ids]
+    assert [job["status"] for job in finished] == ["succeeded"] * 10
+    assert [job["attempts"] for job in finished] == [1] * 10
+    prompts = first.prompts + second.prompts
+    assert sorted(prompts) == sorted(f"job {i}" for i in range(10))  # each ran once, on one of them
+    assert first.prompts and second.prompts  # and both GPUs took work
+
+
+def test_crashing_job_fails_after_three_attempts_and_is_dead_lettered(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    backend = CountingBackend()
+    with live_server(jobs_env.settings(tmp_path), backend=backend) as live:
+        job_id = _submit(live, A, prompt="poison").json()["job_id"]
+        failed = _wait(live, job_id, {"failed", "succeeded"})
+        after = _submit(live, A, prompt="fine").json()["job_id"]
+        assert _wait(live, after, {"succeeded", "failed"})["status"] == "succeeded"  # still serving
+        with live.client() as client:
+            usage_doc = live.app.state.jobs.usage_of("alpha")
+            result = client.get(f"/result/{job_id}", headers=A)
+    assert failed["status"] == "failed" and failed["attempts"] == 3
+    assert failed["error"]["code"] == "generation_failed" and "after 3 attempts" in failed["error"]["message"]
+    assert backend.prompts.count("poison") == 3
+    assert jobs_env.dead_lettered() == [job_id]
+    assert result.status_code == 409 and result.json()["error"] == "generation_failed"
+    assert usage_doc["jobs"] == 2 and usage_doc["jobs_failed"] == 1 and usage_doc["jobs_succeeded"] == 1
+
+
+def test_cancel_queued_and_running_frees_the_gpu(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    backend = CountingBackend(step_seconds=0.2)
+    with live_server(jobs_env.settings(tmp_path), backend=backend) as live:
+        running = _submit(live, A, prompt="long", num_inference_steps=200).json()["job_id"]
+        _wait(live, running, {"running"})
+        queued = _submit(live, A, prompt="never").json()["job_id"]
+        with live.client() as client:
+            canceled_queued = client.post(f"/jobs/{queued}/cancel", headers=A).json()
+            client.post(f"/jobs/{running}/cancel", headers=A)
+        stopped = _wait(live, running, {"canceled", "succeeded", "failed"}, timeout=30)
+        later = _submit(live, A, prompt="next").json()["job_id"]
+        assert _wait(live, later, {"succeeded", "failed"})["status"] == "succeeded"
+        time.sleep(1)  # the canceled job's message has been delivered and acked by now
+    assert canceled_queued["status"] == "canceled"
+    assert stopped["status"] == "canceled" and stopped["progress"]["step"] < 200
+    assert "never" not in backend.prompts and backend.prompts == ["long", "next"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def doomed_worker(jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A separate `python -m serve` worker process, to be killed with SIGKILL mid-job."""
+    env = {
+        **os.environ,
+        **{name.upper(): str(value) for name, value in jobs_env.names.items()},
+        "JOBS_ENABLED": "true",
+        "JOBS_PROJECT": PROJECT,
+        "API_KEYS": KEYS,
+        "JOB_HEARTBEAT_SECONDS": "0.3",
+        "JOB_LEASE_SECONDS": "10",
+        "PORT": str(_free_port()),
+        "METRICS_PORT": "0",
+        "OUTPUT_DIR": str(tmp_path / "doomed"),
+        "MODEL": "ltx-video-tiny",
+        "DEVICE": "cpu",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "serve"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_worker_killed_mid_job_leads_to_redelivery_and_one_completion(
+    jobs_env: JobsEnv, tmp_path: Path, doomed_worker: subprocess.Popen[bytes]
+) -> None:
+    with live_server(jobs_env.settings(tmp_path, jobs_worker=False)) as gateway:
+        slow = {"height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
+        job_id = _submit(gateway, A, prompt="interrupted", **slow).json()["job_id"]
+        _wait(gateway, job_id, {"running"}, timeout=120)
+        time.sleep(1)
+        doomed_worker.send_signal(signal.SIGKILL)
+        doomed_worker.wait(10)
+        with live_server(jobs_env.settings(tmp_path / "rescuer")) as rescuer:
+            done = _wait(rescuer, job_id, {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    log = [line["message"] for line in gateway.app.state.jobs.get(job_id)["log"]]
+    assert any("(took over)" in line for line in log) and log.count("succeeded") == 1
