@@ -341,7 +341,7 @@ class JobWorker:
                 continue
             try:
                 response = self.subscriber.pull(
-                    request={"subscription": self.subscription, "max_messages": 1}, timeout=10
+                    request={"subscription": self.subscription, "max_messages": 1}, timeout=2
                 )
             except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
                 continue
