@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     pubsub_dead_letter_topic: str = Field(
         "videogen-jobs-dead-letter", description="Where jobs that failed every attempt are published"
     )
+    predict_via_queue: bool = Field(
+        False, description="With jobs enabled: /predict enqueues a job and waits for it (same response)"
+    )
     job_max_attempts: int = Field(
         3, ge=1, le=100, description="Attempts before a crashing job fails (the subscription's dead-letter limit)"
     )
@@ -128,6 +131,8 @@ class Settings(BaseSettings):
         for name in ("min_side", "max_height", "max_width"):
             if getattr(self, name) % 32:
                 raise ValueError(f"{name.upper()} must be a multiple of 32")
+        if self.predict_via_queue and not self.jobs_enabled:
+            raise ValueError("PREDICT_VIA_QUEUE needs JOBS_ENABLED")
         if (self.max_num_frames - 1) % 8:
             raise ValueError("MAX_NUM_FRAMES must be of the form 8k+1")
         return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from serve.auth import ApiKey
 from serve.errors import ApiError
 from serve.jobs import JobStore
 from serve.limits import check_limits
-from serve.schemas import ErrorResponse, JobLogResponse, JobRequest, JobResponse
+from serve.schemas import ErrorResponse, JobLogResponse, JobRequest, JobResponse, PredictRequest, PredictResponse
 
 log = logging.getLogger("serve.jobs")
 router = APIRouter(tags=["jobs"])
@@ -92,6 +93,47 @@ async def submit(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResp
         status_code=202 if created else 200,
         headers={"Location": described.links["self"]},
     )
+
+
+_STATUS_OF = {
+    "invalid_request": 422,
+    "destination_exists": 409,
+    "canceled": 499,
+    "busy": 503,
+    "gpu_out_of_memory": 503,
+    "shutting_down": 503,
+    "upload_failed": 503,
+    "generation_timeout": 504,
+}
+
+
+async def predict_through_queue(body: PredictRequest, request: Request) -> PredictResponse:
+    """/predict when PREDICT_VIA_QUEUE is on: the same answer, but the work goes through the job
+    queue, so any server can take the call and any GPU VM can run it."""
+    settings = request.app.state.settings
+    check_limits(body, settings)
+    store: JobStore = request.app.state.jobs
+    job, _ = await asyncio.to_thread(store.create, request.state.tenant, body.model_dump(), None)
+    job_id = job["job_id"]
+    try:
+        await asyncio.to_thread(request.app.state.job_queue.publish, job_id)
+    except Exception as exc:
+        error = {"code": "queue_unavailable", "message": "the request could not be queued; retry"}
+        await asyncio.to_thread(store.fail_queued, job_id, error)
+        log.error("publish failed", extra={"job_id": job_id, "error": str(exc)})
+        raise ApiError(503, "queue_unavailable", error["message"], headers={"Retry-After": "10"}) from None
+    request.app.state.metrics.jobs.labels("submitted").inc()
+    deadline = time.monotonic() + settings.queue_timeout_seconds + settings.generation_timeout_seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(settings.job_heartbeat_seconds)
+        current = await asyncio.to_thread(store.get, job_id)
+        if current is None or current["status"] not in ("succeeded", "failed", "canceled"):
+            continue
+        if current["status"] == "succeeded":
+            return PredictResponse.model_validate(current["result"])
+        error = current.get("error") or {"code": current["status"], "message": f"the job was {current['status']}"}
+        raise ApiError(_STATUS_OF.get(error["code"], 500), error["code"], f"{error['message']} (job {job_id})")
+    raise ApiError(504, "generation_timeout", f"no result in time; the job goes on: GET /jobs/{job_id}")
 
 
 @router.post("/process", status_code=202, response_model=JobResponse, responses=_404, include_in_schema=True)

@@ -66,6 +66,10 @@ async def health(request: Request) -> JSONResponse:
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
 async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
     """Generate a video from a prompt and wait for it (minutes on a GPU for the default size)."""
+    if request.app.state.settings.predict_via_queue:
+        from serve.job_routes import predict_through_queue
+
+        return await predict_through_queue(body, request)
     service = request.app.state.service
     result: PredictResponse = await service.predict(
         body,

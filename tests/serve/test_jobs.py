@@ -274,3 +274,27 @@ def test_worker_killed_mid_job_leads_to_redelivery_and_one_completion(
     assert done["status"] == "succeeded" and done["attempts"] == 2
     log = [line["message"] for line in gateway.app.state.jobs.get(job_id)["log"]]
     assert any("(took over)" in line for line in log) and log.count("succeeded") == 1
+
+
+def test_predict_in_queue_mode_returns_the_normal_response(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    gateway_settings = jobs_env.settings(tmp_path / "gateway", jobs_worker=False, predict_via_queue=True)
+    with (
+        live_server(gateway_settings) as gateway,
+        live_server(jobs_env.settings(tmp_path / "gpu")),
+        gateway.client() as client,
+    ):
+        response = client.post("/predict", json={"prompt": "queued predict", **SMALL}, headers=A)
+        invalid = client.post("/predict", json={"prompt": "x", "height": 4000}, headers=A)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {
+        "video_url",
+        "video_path",
+        "seed",
+        "gcs_bucket",
+        "gcs_blob",
+        "generation_time_seconds",
+        "metadata",
+    }
+    assert Path(body["video_path"]).stat().st_size > 0  # written by the GPU server
+    assert invalid.status_code == 422
