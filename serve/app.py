@@ -27,6 +27,7 @@ from serve.runner import GpuRunner
 from serve.secrets import SecretKeyRefresher, make_client
 from serve.service import PredictionService
 from serve.storage import LocalStore
+from serve.webhooks import WebhookSender
 
 log = logging.getLogger("serve.app")
 
@@ -92,6 +93,13 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         )
     store = LocalStore(settings.output_dir)
     jobs = jobs_from_settings(settings) if settings.jobs_enabled else None
+    webhooks = None
+    if jobs is not None and settings.webhook_secret:
+        webhooks = WebhookSender(
+            settings.webhook_secret,
+            allow_private=settings.webhook_allow_private,
+            max_attempts=settings.webhook_max_attempts,
+        )
     runner = GpuRunner(
         backend=backend or backend_from_settings(settings),
         metrics=metrics,
@@ -120,6 +128,8 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         finally:
             if worker is not None:
                 worker.stop()
+            if webhooks is not None:
+                webhooks.close()
             if refresher is not None:
                 refresher.stop()
             runner.stop()
@@ -138,6 +148,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.state.webhooks = webhooks
     if jobs is not None:
         app.state.jobs, app.state.job_queue, app.state.subscriber = jobs
         app.include_router(job_router)

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     predict_via_queue: bool = Field(
         False, description="With jobs enabled: /predict enqueues a job and waits for it (same response)"
     )
+    webhook_secret: str | None = Field(
+        None, description="HMAC key that signs job webhooks (`whsec_<base64>` or text); unset: `webhook_url` refused"
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhooks to private and loopback addresses (never link-local or metadata)"
+    )
+    webhook_max_attempts: int = Field(6, ge=1, le=20, description="Deliveries of one webhook before giving up")
     job_max_attempts: int = Field(
         3, ge=1, le=100, description="Attempts before a crashing job fails (the subscription's dead-letter limit)"
     )

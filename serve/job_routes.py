@@ -14,10 +14,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from serve.auth import ApiKey
-from serve.errors import ApiError
+from serve.errors import ApiError, invalid_field
 from serve.jobs import JobStore
 from serve.limits import check_limits
 from serve.schemas import ErrorResponse, JobLogResponse, JobRequest, JobResponse, PredictRequest, PredictResponse
+from serve.webhooks import UnsafeUrl, check_url
 
 log = logging.getLogger("serve.jobs")
 router = APIRouter(tags=["jobs"])
@@ -28,7 +29,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
+def describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
     job_id = job["job_id"]
     progress = job.get("progress") or {"step": 0, "total": 0}
     total = max(int(progress.get("total") or 0), 0)
@@ -56,6 +57,15 @@ def _describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
     )
 
 
+def _check_webhook(url: str, settings: Any) -> None:
+    if not settings.webhook_secret:
+        raise invalid_field("webhook_url", "webhooks are not configured on this server (WEBHOOK_SECRET)")
+    try:
+        check_url(url, allow_private=settings.webhook_allow_private)
+    except UnsafeUrl as exc:
+        raise invalid_field("webhook_url", str(exc)) from None
+
+
 async def _own_job(request: Request, job_id: str) -> dict[str, Any]:
     store: JobStore = request.app.state.jobs
     job = await asyncio.to_thread(store.get, job_id) if len(job_id) <= 64 else None
@@ -74,9 +84,13 @@ async def submit(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResp
         if gcs is None:
             raise ApiError(422, "invalid_request", "gcs_destination: no Cloud Storage output is configured")
         gcs.destination("check", body.gcs_destination)  # the bucket must be allowed; 422 otherwise
+    if body.webhook_url is not None:
+        await asyncio.to_thread(_check_webhook, body.webhook_url, settings)
     store: JobStore = request.app.state.jobs
-    payload = body.model_dump(exclude={"idempotency_key"})
-    job, created = await asyncio.to_thread(store.create, request.state.tenant, payload, body.idempotency_key)
+    payload = body.model_dump(exclude={"idempotency_key", "webhook_url"})
+    job, created = await asyncio.to_thread(
+        store.create, request.state.tenant, payload, body.idempotency_key, body.webhook_url
+    )
     if created:
         try:
             await asyncio.to_thread(request.app.state.job_queue.publish, job["job_id"])
@@ -87,7 +101,7 @@ async def submit(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResp
             raise ApiError(503, "queue_unavailable", error["message"], headers={"Retry-After": "10"}) from None
         request.app.state.metrics.jobs.labels("submitted").inc()
     log.info("job submitted", extra={"job_id": job["job_id"], "tenant": job["tenant"], "created": created})
-    described = _describe(job)
+    described = describe(job)
     return JSONResponse(
         described.model_dump(mode="json"),
         status_code=202 if created else 200,
@@ -149,7 +163,7 @@ async def status(job_id: str, request: Request, key_id: ApiKey) -> JobResponse:
     position = None
     if job["status"] == "queued":
         position = await asyncio.to_thread(request.app.state.jobs.position, job)
-    return _describe(job, position)
+    return describe(job, position)
 
 
 @router.get("/status/{job_id}", response_model=JobResponse, responses=_404)
@@ -172,7 +186,7 @@ async def cancel(job_id: str, request: Request, key_id: ApiKey) -> JobResponse:
     job = await asyncio.to_thread(request.app.state.jobs.cancel, job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
-    return _describe(job)
+    return describe(job)
 
 
 @router.get("/result/{job_id}", responses={**_404, 303: {"description": "To the video"}, 409: {"model": ErrorResponse}})

@@ -31,6 +31,7 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from serve.errors import ApiError
 from serve.runner import GpuRunner, Task
+from serve.webhooks import WebhookSender
 
 log = logging.getLogger("serve.jobs")
 
@@ -70,7 +71,9 @@ class JobStore:
         self.usage = client.collection(f"{collection}_usage")
         self.ttl = timedelta(days=ttl_days)
 
-    def create(self, tenant: str, request: dict[str, Any], idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+    def create(
+        self, tenant: str, request: dict[str, Any], idempotency_key: str | None, webhook_url: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """The new job, or the existing one for the same tenant and idempotency key; and whether
         it was created now."""
         if idempotency_key:
@@ -84,6 +87,7 @@ class JobStore:
             "status": JobStatus.QUEUED.value,
             "request": request,
             "idempotency_key": idempotency_key,
+            "webhook_url": webhook_url,
             "created_at": created,
             "updated_at": created,
             "started_at": None,
@@ -305,6 +309,7 @@ class JobWorker:
         run_job: JobRunner,
         loop: asyncio.AbstractEventLoop,
         dead_letter: JobQueue,
+        on_finished: Callable[[str], None] = lambda job_id: None,
         max_attempts: int,
         lease_seconds: float = 60,
         heartbeat_seconds: float = 5,
@@ -317,6 +322,7 @@ class JobWorker:
         self.run_job = run_job
         self.loop = loop
         self.dead_letter = dead_letter
+        self.on_finished = on_finished
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -418,6 +424,8 @@ class JobWorker:
         )
         log.info("job finished", extra={"job_id": job_id, "status": outcome.status.value, "recorded": final})
         self._ack(received.ack_id)
+        if final:
+            self.on_finished(job_id)
 
     def _give_up(self, ack_id: str, job_id: str, error: dict[str, str]) -> None:
         """Failed for good: recorded with the reason, published to the dead-letter topic, acked."""
@@ -425,6 +433,7 @@ class JobWorker:
         self.dead_letter.publish(job_id)
         log.error("job dead-lettered", extra={"job_id": job_id, "code": error["code"], "reason": error["message"]})
         self._ack(ack_id)
+        self.on_finished(job_id)
 
     def _release(self, job_id: str) -> None:
         """Give the lease up at once so the redelivery need not wait for it to expire."""
@@ -515,8 +524,18 @@ def start_worker(app: Any, settings: Any, jobs: tuple[Any, Any, Any], loop: asyn
 
     publisher = _queue.publisher
     dead_letter = JobQueue(publisher, publisher.topic_path(project, settings.pubsub_dead_letter_topic))
+    sender: WebhookSender | None = app.state.webhooks
+
+    def on_finished(job_id: str) -> None:
+        from serve.job_routes import describe
+
+        job = store.get(job_id)
+        if job is not None and job.get("webhook_url") and sender is not None:
+            sender.send(job["webhook_url"], f"job.{job['status']}", describe(job).model_dump(mode="json"))
+
     worker = JobWorker(
         dead_letter=dead_letter,
+        on_finished=on_finished,
         store=store,
         subscriber=subscriber,
         subscription=subscriber.subscription_path(project, settings.pubsub_subscription),

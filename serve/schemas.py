@@ -119,6 +119,9 @@ class JobRequest(PredictRequest):
         max_length=200,
         description="A repeat with the same key (and tenant) returns the same job instead of a new one",
     )
+    webhook_url: str | None = Field(
+        None, max_length=2000, description="POSTed the job, signed, when it ends (http(s), public addresses only)"
+    )
 
 
 class JobProgress(BaseModel):

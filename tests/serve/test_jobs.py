@@ -298,3 +298,83 @@ def test_predict_in_queue_mode_returns_the_normal_response(jobs_env: JobsEnv, tm
     }
     assert Path(body["video_path"]).stat().st_size > 0  # written by the GPU server
     assert invalid.status_code == 422
+
+
+WEBHOOK_KEY = b"test-webhook-secret-0123456789"
+
+
+@pytest.fixture
+def receiver() -> Iterator[dict[str, Any]]:
+    """A webhook receiver on 127.0.0.1 that answers 500 the first time, then 200."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: dict[str, Any] = {"requests": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen["requests"].append((dict(self.headers), body))
+            self.send_response(500 if len(seen["requests"]) == 1 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen["url"] = f"http://127.0.0.1:{server.server_port}/hook"
+    yield seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_is_signed_and_retried_after_a_500(jobs_env: JobsEnv, tmp_path: Path, receiver: dict[str, Any]) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    secret = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
+    settings = jobs_env.settings(tmp_path, webhook_secret=secret, webhook_allow_private=True)
+    with live_server(settings) as live:
+        job_id = _submit(live, A, webhook_url=receiver["url"]).json()["job_id"]
+        _wait(live, job_id, {"succeeded", "failed"})
+        deadline = time.monotonic() + 30
+        while len(receiver["requests"]) < 2:
+            assert time.monotonic() < deadline, "the webhook was not retried"
+            time.sleep(0.1)
+    (first_headers, first_body), (headers, body) = receiver["requests"][:2]
+    assert first_headers["webhook-id"] == headers["webhook-id"] == f"{job_id}-job.succeeded"
+    assert first_body == body  # the same event, re-sent
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = "v1," + base64.b64encode(hmac.new(WEBHOOK_KEY, signed, hashlib.sha256).digest()).decode()
+    assert hmac.compare_digest(headers["webhook-signature"], expected)
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    event = json.loads(body)
+    assert event["type"] == "job.succeeded" and event["data"]["job_id"] == job_id
+    assert event["data"]["result"]["video_url"]
+
+
+def test_webhook_urls_to_private_link_local_or_metadata_addresses_are_refused(
+    jobs_env: JobsEnv, tmp_path: Path
+) -> None:
+    settings = jobs_env.settings(tmp_path, webhook_secret="s3cret", jobs_worker=False)
+    with live_server(settings) as live:
+        refused = {
+            url: _submit(live, A, webhook_url=url)
+            for url in (
+                "http://169.254.169.254/computeMetadata/v1/",
+                "http://metadata.google.internal/",
+                "http://10.1.2.3/hook",
+                "http://127.0.0.1:9/hook",
+                "ftp://example.com/hook",
+            )
+        }
+    for url, response in refused.items():
+        assert response.status_code == 422, url
+        assert response.json()["fields"][0]["field"] == "webhook_url"
+    with live_server(jobs_env.settings(tmp_path / "off", jobs_worker=False)) as live:
+        unconfigured = _submit(live, A, webhook_url="https://example.com/hook")
+    assert unconfigured.status_code == 422 and "not configured" in unconfigured.json()["message"]
