@@ -7,6 +7,7 @@ locals {
       GENERATION_TIMEOUT_SECONDS = tostring(var.generation_timeout_seconds)
       DRAIN_TIMEOUT_SECONDS      = tostring(var.drain_timeout_seconds)
     },
+    local.jobs_server_env,
     var.server_env,
   )
 

@@ -394,3 +394,23 @@ variable "force_destroy_buckets" {
   description = "Let `terraform destroy` delete buckets that still hold objects."
   default     = false
 }
+
+# --- Asynchronous jobs ---------------------------------------------------------------------------
+
+variable "jobs_enabled" {
+  type        = bool
+  description = "Create the Pub/Sub queue and Firestore database and serve the job API (/jobs) on every VM."
+  default     = true
+}
+
+variable "predict_via_queue" {
+  type        = bool
+  description = "With jobs: /predict goes through the queue too (any VM may run it; same response)."
+  default     = false
+}
+
+variable "firestore_location" {
+  type        = string
+  description = "Location of the jobs' Firestore database; empty: the region."
+  default     = ""
+}

@@ -194,7 +194,9 @@ def test_secret_access_is_granted_on_the_secret_not_the_project() -> None:
     for binding in on_secret.values():
         assert binding["secret_id"] == "${google_secret_manager_secret.api_keys.id}"
     project_roles = {b["role"] for b in resources("google_project_iam_member").values()}
-    assert project_roles == {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
+    assert project_roles == {"roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/datastore.user"}
+    firestore = resources("google_project_iam_member")["server_firestore"]
+    assert "databases/${google_firestore_database.jobs[0].name}" in firestore["condition"][0]["expression"]
     assert not resources("google_project_iam_binding") and not resources("google_project_iam_policy")
 
 
@@ -244,3 +246,23 @@ def test_checkov_finds_no_failed_checks_and_every_skip_has_a_reason() -> None:
     summary = report["summary"]
     assert summary["parsing_errors"] == 0 and summary["passed"] > 30
     print(f"\ncheckov {summary['checkov_version']}: {summary['passed']} passed, {summary['skipped']} skipped")
+
+
+def test_job_queue_has_dead_lettering_and_bindings_on_the_topics_and_subscription() -> None:
+    workers = resources("google_pubsub_subscription")["workers"]
+    assert workers["topic"] == "${google_pubsub_topic.jobs[0].id}"
+    (policy,) = workers["dead_letter_policy"]
+    assert policy["dead_letter_topic"] == "${google_pubsub_topic.dead_letter[0].id}"
+    assert policy["max_delivery_attempts"] >= 5  # Pub/Sub's minimum; the workers give up after 3
+    assert workers["ack_deadline_seconds"] >= 30
+    server_env = config()["locals"]["jobs_server_env"]
+    assert 'JOBS_ENABLED = "true"' in server_env and "PUBSUB_SUBSCRIPTION" in server_env
+    assert "local.jobs_server_env" in config()["locals"]["server_env"]
+    names = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", server_env))
+    assert names <= {name.upper() for name in Settings.model_fields}, names
+    topic_roles = {(b["topic"], b["member"]) for b in resources("google_pubsub_topic_iam_member").values()}
+    assert ("${google_pubsub_topic.jobs[0].id}", "${local.server_member}") in topic_roles
+    subscriptions = resources("google_pubsub_subscription_iam_member")
+    assert subscriptions["server_pulls_jobs"]["role"] == "roles/pubsub.subscriber"
+    field = only("google_firestore_field")
+    assert field["field"] == "expire_at" and "ttl_config" in field
