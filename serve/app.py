@@ -24,6 +24,7 @@ from serve.metrics import Metrics
 from serve.middleware import RequestContextMiddleware
 from serve.routes import router
 from serve.runner import GpuRunner
+from serve.schemas import Lifecycle
 from serve.secrets import SecretKeyRefresher, make_client
 from serve.service import PredictionService
 from serve.storage import LocalStore
@@ -117,11 +118,15 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
                 metrics.serve(settings.metrics_host, settings.metrics_port)
             except OSError as exc:  # e.g. port taken: serve the API anyway, say so loudly
                 log.error("metrics listener failed; serving without metrics", extra={"error": str(exc)})
-        runner.start()  # loads the model in the background; /health says when it is ready
+        if settings.role == "all":
+            runner.start()  # loads the model in the background; /health says when it is ready
+        else:  # a gateway: no model here, all work goes through the job queue
+            runner.state, runner.reason = Lifecycle.READY, None
+            metrics.ready.set(1)
         if refresher is not None:
             refresher.start()
         worker = None
-        if jobs is not None and settings.jobs_worker:
+        if jobs is not None and settings.jobs_worker and settings.role == "all":
             worker = start_worker(app, settings, jobs, asyncio.get_running_loop())
         try:
             yield

@@ -116,6 +116,7 @@ def server_environment(
     api_key_secret: str,
     project: str,
     server_env: str,
+    role: str = "all",
 ) -> dict[str, str]:
     """The server's environment on a VM; `server_env` lines override the rest."""
     env = {
@@ -126,6 +127,7 @@ def server_environment(
         "DEVICE": device or "auto",
         "OUTPUT_DIR": str(state_dir / "outputs"),
         "LOG_LEVEL": "INFO",
+        "ROLE": role or "all",
     }
     if revision:
         env["MODEL_REVISION"] = revision
@@ -289,6 +291,7 @@ def _configure(args: argparse.Namespace) -> str:
         api_key_secret=args.api_key_secret,
         project=args.project,
         server_env=args.server_env,
+        role=args.role,
     )
     settings = check_environment(env)
     env_file = args.state_dir / "server.env"
@@ -306,7 +309,7 @@ def _parser() -> argparse.ArgumentParser:
     bundle = commands.add_parser("bundle", help="build the app bundle; prints PATH SHA256")
     bundle.add_argument("--out", type=Path, default=Path("dist/app.tar.gz"))
     configure = commands.add_parser("configure", help="write server.env and the systemd unit into --state-dir")
-    for name in ("model", "model-revision", "port", "device", "output-bucket", "api-key-secret", "project"):
+    for name in ("model", "model-revision", "port", "device", "output-bucket", "api-key-secret", "project", "role"):
         configure.add_argument(f"--{name}", default="")
     configure.add_argument("--server-env", default="", help="the server-env attribute's text")
     configure.add_argument("--state-dir", type=Path, required=True)

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         None, description="Project id; links request logs to Cloud Trace (`logging.googleapis.com/trace`)"
     )
 
+    role: Literal["all", "api"] = Field(
+        "all",
+        description="`all`: serve the API and run the model; `api`: the API only, no model or GPU (a gateway; "
+        "needs JOBS_ENABLED and PREDICT_VIA_QUEUE, and never runs jobs)",
+    )
+
     # The model.
     model: str = Field("ltx-video-tiny", description="Backend name from the registry (`ltx-video`, `ltx-video-tiny`)")
     model_path: str | None = Field(None, description="Local diffusers directory or hub id (ltx-video)")
@@ -138,6 +144,8 @@ class Settings(BaseSettings):
         for name in ("min_side", "max_height", "max_width"):
             if getattr(self, name) % 32:
                 raise ValueError(f"{name.upper()} must be a multiple of 32")
+        if self.role == "api" and not (self.jobs_enabled and self.predict_via_queue):
+            raise ValueError("ROLE=api needs JOBS_ENABLED and PREDICT_VIA_QUEUE: a gateway sends all work to the queue")
         if self.predict_via_queue and not self.jobs_enabled:
             raise ValueError("PREDICT_VIA_QUEUE needs JOBS_ENABLED")
         if (self.max_num_frames - 1) % 8:

@@ -69,6 +69,7 @@ require_name() {
 }
 
 config() {
+  ROLE="$(metadata instance/attributes/role all)"
   MODEL="$(metadata instance/attributes/model)"
   REVISION="$(metadata instance/attributes/model-revision)"
   WEIGHTS_BUCKET="$(metadata instance/attributes/weights-bucket)"
@@ -82,7 +83,8 @@ config() {
   PROJECT="$(metadata project/project-id)"
   require model "${MODEL}"
   require_name model "${MODEL}"
-  if [[ "${MODEL}" != "${BUILT_IN_MODEL}" ]]; then
+  [[ "${ROLE}" == all || "${ROLE}" == api ]] || fail "metadata attribute role=${ROLE}: all or api"
+  if [[ "${MODEL}" != "${BUILT_IN_MODEL}" && "${ROLE}" == all ]]; then
     require model-revision "${REVISION}"
     require_name model-revision "${REVISION}"
     require weights-bucket "${WEIGHTS_BUCKET}"
@@ -91,12 +93,12 @@ config() {
   [[ "${BUNDLE_URL}" == gs://* ]] || fail "metadata attribute app-bundle=${BUNDLE_URL} is not a gs:// URL"
   [[ "${BUNDLE_SHA256}" =~ ^[0-9a-f]{64}$ ]] \
     || fail "metadata attribute app-bundle-sha256 is not a sha256 in hex: '${BUNDLE_SHA256}'"
-  DETAIL="model=${MODEL} revision=${REVISION:-none} bundle=${BUNDLE_SHA256:0:12} mode=${RUN_MODE}"
+  DETAIL="role=${ROLE} model=${MODEL} revision=${REVISION:-none} bundle=${BUNDLE_SHA256:0:12} mode=${RUN_MODE}"
 }
 
 gpu() {
-  if [[ "${DEVICE}" == cpu ]]; then
-    RESULT=skipped DETAIL="device=cpu"
+  if [[ "${DEVICE}" == cpu || "${ROLE}" == api ]]; then
+    RESULT=skipped DETAIL="device=${DEVICE} role=${ROLE}"
     return
   fi
   command -v nvidia-smi >/dev/null \
@@ -171,8 +173,8 @@ install_app() {
 
 pull_weights() {
   WEIGHTS_DIR=""
-  if [[ "${MODEL}" == "${BUILT_IN_MODEL}" ]]; then
-    RESULT=skipped DETAIL="reason=built_in_model"
+  if [[ "${MODEL}" == "${BUILT_IN_MODEL}" || "${ROLE}" == api ]]; then
+    RESULT=skipped DETAIL="reason=$([[ "${ROLE}" == api ]] && echo api_role || echo built_in_model)"
     return
   fi
   WEIGHTS_DIR="${STATE_DIR}/weights/${MODEL}/${REVISION}"
@@ -198,7 +200,7 @@ configure() {
   output="$("${PY}" -m serve.boot configure --state-dir "${STATE_DIR}" --app-dir "${APP_DIR}" --python "${PY}" \
     --model "${MODEL}" --model-revision "${REVISION}" ${WEIGHTS_DIR:+--weights-dir "${WEIGHTS_DIR}"} \
     --port "${PORT}" --device "${DEVICE}" --output-bucket "${OUTPUT_BUCKET}" --api-key-secret "${KEY_SECRET}" \
-    --project "${PROJECT}" --server-env "${SERVER_ENV}" --user "${user}" 2>&1)" || fail "$(last_line "${output}")"
+    --project "${PROJECT}" --role "${ROLE}" --server-env "${SERVER_ENV}" --user "${user}" 2>&1)" || fail "$(last_line "${output}")"
   RESULT="$(last_line "${output}")"
   # The settings may move the port (server-env); the health check follows them.
   PORT="$(sed -n 's/^PORT="\(.*\)"$/\1/p' "${STATE_DIR}/server.env")"

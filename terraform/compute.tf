@@ -19,6 +19,7 @@ locals {
     install-nvidia-driver  = "True"
 
     # Read by startup.sh (the README's deploy section lists them).
+    role              = "all"
     model             = var.model
     model-revision    = var.model_revision
     weights-bucket    = google_storage_bucket.weights.name
@@ -147,14 +148,29 @@ resource "google_compute_region_autoscaler" "servers" {
   target = google_compute_region_instance_group_manager.servers.id
 
   autoscaling_policy {
-    min_replicas    = var.min_replicas
+    # gateway_workers: GPUs scale to zero, one VM per job waiting or running.
+    min_replicas    = local.gateway ? 0 : var.min_replicas
     max_replicas    = var.max_replicas
     cooldown_period = var.first_boot_seconds
 
-    # The load balancer's measure of use: requests per second against the backend's
+    # all_in_one: the load balancer's measure of use, requests per second against the backend's
     # max_rate_per_instance (what one GPU sustains).
-    load_balancing_utilization {
-      target = var.autoscaling_target
+    dynamic "load_balancing_utilization" {
+      for_each = local.gateway ? [] : [1]
+      content {
+        target = var.autoscaling_target
+      }
+    }
+
+    # gateway_workers: the subscription's backlog (unacknowledged messages include the jobs
+    # being run, so a busy VM is kept).
+    dynamic "metric" {
+      for_each = local.gateway ? [1] : []
+      content {
+        name                       = "pubsub.googleapis.com/subscription/num_undelivered_messages"
+        filter                     = "resource.type = pubsub_subscription AND resource.label.subscription_id = \"${google_pubsub_subscription.workers[0].name}\""
+        single_instance_assignment = 1
+      }
     }
 
     scale_in_control {

@@ -34,10 +34,12 @@ resource "google_compute_backend_service" "servers" {
   health_checks                   = [google_compute_health_check.lb.id]
   security_policy                 = google_compute_security_policy.edge.id
 
+  # all_in_one: the GPU VMs, balanced by request rate; gateway_workers: the CPU API group.
   backend {
-    group                 = google_compute_region_instance_group_manager.servers.instance_group
-    balancing_mode        = "RATE"
-    max_rate_per_instance = var.requests_per_second_per_vm
+    group                 = local.gateway ? google_compute_region_instance_group_manager.gateway[0].instance_group : google_compute_region_instance_group_manager.servers.instance_group
+    balancing_mode        = local.gateway ? "UTILIZATION" : "RATE"
+    max_rate_per_instance = local.gateway ? null : var.requests_per_second_per_vm
+    max_utilization       = local.gateway ? 0.8 : null
     capacity_scaler       = 1
   }
 

@@ -12,7 +12,8 @@ locals {
   google_lb_ranges = ["130.211.0.0/22", "35.191.0.0/16"]
   iap_ranges       = ["35.235.240.0/20"]
 
-  https = var.domain != ""
+  https   = var.domain != ""
+  gateway = var.deployment_mode == "gateway_workers"
 }
 
 # The APIs the deployment uses; left enabled on destroy (other things in the project may need them).

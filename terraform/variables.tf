@@ -414,3 +414,55 @@ variable "firestore_location" {
   description = "Location of the jobs' Firestore database; empty: the region."
   default     = ""
 }
+
+# --- Deployment mode -----------------------------------------------------------------------------
+
+variable "deployment_mode" {
+  type        = string
+  description = "all_in_one: every GPU VM serves HTTP and runs jobs. gateway_workers: a small CPU group serves the API and queues all work; GPU VMs only run jobs and scale 0..max_replicas on the queue."
+  default     = "all_in_one"
+
+  validation {
+    condition     = contains(["all_in_one", "gateway_workers"], var.deployment_mode)
+    error_message = "deployment_mode: all_in_one or gateway_workers."
+  }
+
+  validation {
+    condition     = var.deployment_mode == "all_in_one" || var.jobs_enabled
+    error_message = "deployment_mode gateway_workers needs jobs_enabled (the gateway sends all work through the queue)."
+  }
+}
+
+variable "gateway_machine_type" {
+  type        = string
+  description = "Machine type of the API gateway VMs (gateway_workers)."
+  default     = "e2-standard-2"
+}
+
+variable "gateway_image" {
+  type        = string
+  description = "Boot image of the gateway VMs: any image with Python 3.11+ and gcloud (gateway_workers)."
+  default     = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+}
+
+variable "gateway_min_replicas" {
+  type        = number
+  description = "Fewest gateway VMs (gateway_workers); at least 1, they hold the API up while GPUs are at zero."
+  default     = 1
+
+  validation {
+    condition     = var.gateway_min_replicas >= 1
+    error_message = "gateway_min_replicas: at least 1."
+  }
+}
+
+variable "gateway_max_replicas" {
+  type        = number
+  description = "Most gateway VMs (gateway_workers), scaled on CPU."
+  default     = 3
+
+  validation {
+    condition     = var.gateway_max_replicas >= var.gateway_min_replicas
+    error_message = "gateway_max_replicas: at least gateway_min_replicas."
+  }
+}

@@ -378,3 +378,17 @@ def test_webhook_urls_to_private_link_local_or_metadata_addresses_are_refused(
     with live_server(jobs_env.settings(tmp_path / "off", jobs_worker=False)) as live:
         unconfigured = _submit(live, A, webhook_url="https://example.com/hook")
     assert unconfigured.status_code == 422 and "not configured" in unconfigured.json()["message"]
+
+
+def test_api_role_serves_without_a_model_and_sends_work_to_the_queue(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ROLE=api needs JOBS_ENABLED and PREDICT_VIA_QUEUE"):
+        make_settings(tmp_path, role="api")
+    api = jobs_env.settings(tmp_path / "api", role="api", predict_via_queue=True)
+    with live_server(api) as gateway:
+        with gateway.client() as client:
+            health = client.get("/health")
+        assert gateway.app.state.runner.backend.pipe is None  # nothing was loaded
+        with live_server(jobs_env.settings(tmp_path / "gpu")), gateway.client() as client:
+            response = client.post("/predict", json={"prompt": "through the gateway", **SMALL}, headers=A)
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert response.status_code == 200, response.text

@@ -85,10 +85,13 @@ def test_terraform_fmt_is_clean() -> None:
 
 
 def test_no_vm_has_an_external_ip_and_gpus_stop_for_maintenance() -> None:
-    template = only("google_compute_region_instance_template")
+    templates = resources("google_compute_region_instance_template")
+    assert set(templates) == {"server", "gateway"}
     assert not resources("google_compute_instance_template") and not resources("google_compute_instance")
-    for interface in template["network_interface"]:
-        assert "access_config" not in interface and "ipv6_access_config" not in interface
+    for template in templates.values():
+        for interface in template["network_interface"]:
+            assert "access_config" not in interface and "ipv6_access_config" not in interface
+    template = templates["server"]
     (scheduling,) = template["scheduling"]
     assert scheduling["on_host_maintenance"] == "TERMINATE"
     assert template["guest_accelerator"][0]["count"] == 1
@@ -98,17 +101,21 @@ def test_vm_hardening_that_checkov_cannot_see_on_regional_templates() -> None:
     """checkov has no policies for google_compute_region_instance_template; these stand in for
     CKV_GCP_30/31 (service account), 32 (project SSH keys), 34 (serial port), 35 (IP
     forwarding), 39 (Shielded VM), 40 (public IP, above)."""
-    template = only("google_compute_region_instance_template")
-    (account,) = template["service_account"]
-    assert account["email"] == "${google_service_account.server.email}"
-    assert account["scopes"] == ["cloud-platform"]
-    assert template.get("can_ip_forward") in (None, False)
-    (shielded,) = template["shielded_instance_config"]
-    assert shielded["enable_vtpm"] is True and shielded["enable_integrity_monitoring"] is True
+    for template in resources("google_compute_region_instance_template").values():
+        (account,) = template["service_account"]
+        assert account["email"] == "${google_service_account.server.email}"
+        assert account["scopes"] == ["cloud-platform"]
+        assert template.get("can_ip_forward") in (None, False)
+        (shielded,) = template["shielded_instance_config"]
+        assert shielded["enable_vtpm"] is True and shielded["enable_integrity_monitoring"] is True
     metadata = config()["locals"]["metadata"]
     assert metadata["block-project-ssh-keys"] == "TRUE" and metadata["enable-oslogin"] == "TRUE"
     assert "serial-port-enable" not in metadata
-    assert template["metadata"] == "${local.metadata}"
+    templates = resources("google_compute_region_instance_template")
+    assert templates["server"]["metadata"] == "${local.metadata}"
+    assert templates["gateway"]["metadata"] == "${local.gateway_metadata}"
+    gateway = config()["locals"]["gateway_metadata"]
+    assert gateway.startswith("${merge(local.metadata,") and 'role = "api"' in gateway
 
 
 def test_startup_and_shutdown_scripts_in_metadata_are_the_files_in_startup() -> None:
@@ -152,9 +159,9 @@ def test_health_checks_probe_health_on_the_serving_port() -> None:
         (http,) = check["http_health_check"]
         assert http["request_path"] == "/health"
         assert http["port"] == "${local.serving_port}"
-    mig = only("google_compute_region_instance_group_manager")
-    assert mig["auto_healing_policies"][0]["health_check"] == "${google_compute_health_check.autohealing.id}"
-    assert mig["named_port"][0]["port"] == "${local.serving_port}"
+    for mig in resources("google_compute_region_instance_group_manager").values():
+        assert mig["auto_healing_policies"][0]["health_check"] == "${google_compute_health_check.autohealing.id}"
+        assert mig["named_port"][0]["port"] == "${local.serving_port}"
     assert only("google_compute_backend_service")["health_checks"] == ["${google_compute_health_check.lb.id}"]
 
 
@@ -266,3 +273,19 @@ def test_job_queue_has_dead_lettering_and_bindings_on_the_topics_and_subscriptio
     assert subscriptions["server_pulls_jobs"]["role"] == "roles/pubsub.subscriber"
     field = only("google_firestore_field")
     assert field["field"] == "expire_at" and "ttl_config" in field
+
+
+def test_gateway_mode_scales_gpus_from_zero_on_the_backlog() -> None:
+    autoscaler = resources("google_compute_region_autoscaler")["servers"]
+    (policy,) = autoscaler["autoscaling_policy"]
+    assert policy["min_replicas"] == "${local.gateway ? 0 : var.min_replicas}"
+    (metric,) = [block["metric"] for block in policy["dynamic"] if "metric" in block]
+    content = metric["content"][0]
+    assert content["name"] == "pubsub.googleapis.com/subscription/num_undelivered_messages"
+    assert content["single_instance_assignment"] == 1
+    assert "google_pubsub_subscription.workers[0].name" in content["filter"]
+    backend = only("google_compute_backend_service")["backend"][0]
+    assert "google_compute_region_instance_group_manager.gateway[0].instance_group" in backend["group"]
+    modes = config()["variable"]["deployment_mode"]
+    assert modes["default"] == "all_in_one"
+    assert any("var.jobs_enabled" in v["condition"] for v in modes["validation"])
