@@ -310,6 +310,7 @@ class JobWorker:
         loop: asyncio.AbstractEventLoop,
         dead_letter: JobQueue,
         on_finished: Callable[[str], None] = lambda job_id: None,
+        on_started: Callable[[dict[str, Any]], None] = lambda job: None,
         max_attempts: int,
         lease_seconds: float = 60,
         heartbeat_seconds: float = 5,
@@ -323,6 +324,7 @@ class JobWorker:
         self.loop = loop
         self.dead_letter = dead_letter
         self.on_finished = on_finished
+        self.on_started = on_started
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -385,6 +387,7 @@ class JobWorker:
             self._give_up(received.ack_id, job_id, error)
             return
         log.info("job started", extra={"job_id": job_id, "attempt": attempt, "worker": self.name})
+        self.on_started(job)
         holder: dict[str, Task] = {}
         done = threading.Event()
         keeper = threading.Thread(
@@ -533,9 +536,14 @@ def start_worker(app: Any, settings: Any, jobs: tuple[Any, Any, Any], loop: asyn
         if job is not None and job.get("webhook_url") and sender is not None:
             sender.send(job["webhook_url"], f"job.{job['status']}", describe(job).model_dump(mode="json"))
 
+    def on_started(job: dict[str, Any]) -> None:
+        if job["attempts"] == 1:
+            app.state.metrics.job_wait_seconds.observe((now() - job["created_at"]).total_seconds())
+
     worker = JobWorker(
         dead_letter=dead_letter,
         on_finished=on_finished,
+        on_started=on_started,
         store=store,
         subscriber=subscriber,
         subscription=subscriber.subscription_path(project, settings.pubsub_subscription),

@@ -74,6 +74,12 @@ class Metrics:
         )
         self.rejected = Counter(f"{PREFIX}_rejected", "Requests turned away before the GPU", ["reason"], registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when /health is 200", registry=r)
+        self.job_wait_seconds = Histogram(
+            f"{PREFIX}_job_wait_seconds",
+            "From a job's submission to a worker starting it (queue wait, cold starts included)",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
         self.jobs = Counter(f"{PREFIX}_jobs", "Jobs by event: submitted, and each outcome", ["event"], registry=r)
         r.register(_CudaMemory())
         self._server: WSGIServer | None = None

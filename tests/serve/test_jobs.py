@@ -118,7 +118,11 @@ def test_submit_status_result_with_the_tiny_model(jobs_env: JobsEnv, tmp_path: P
             result = client.get(f"/result/{job['job_id']}", headers=A, follow_redirects=False)
             video = client.get(httpx.URL(result.headers["Location"]).path, headers=A)  # the server at its port
             alias = client.get(f"/status/{job['job_id']}", headers=A).json()
+        metrics = httpx.get(live.metrics_url).text
     assert done["status"] == "succeeded", done
+    assert 'videogen_jobs_total{event="submitted"} 1.0' in metrics
+    assert 'videogen_jobs_total{event="succeeded"} 1.0' in metrics
+    assert "videogen_job_wait_seconds_count 1.0" in metrics
     assert done["progress"] == {"step": 2, "total": 2, "fraction": 1.0} and done["attempts"] == 1
     assert done["result"]["metadata"]["request_id"] == job["job_id"]
     assert result.status_code == 303
