@@ -195,7 +195,9 @@ class JobStore:
                 return False
             message = f"{status.value}" + (f": {error['code']}: {error['message']}" if error else "")
             changes = self._terminal(status, message)
-            changes.update(result=result, error=error, lease_expires_at=None)
+            changes.update(
+                result=result, error=error, lease_expires_at=None, gpu_seconds=gpu_seconds, bytes_out=bytes_out
+            )
             transaction.update(ref, changes)
             transaction.set(
                 self.usage.document(job["tenant"]),
