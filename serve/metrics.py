@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -41,10 +42,57 @@ class _CudaMemory(Collector):
         yield from (allocated, reserved, peak)
 
 
+class _Nvml(Collector):
+    """GPU utilisation, memory and temperature from NVML (nvidia-ml-py), read at scrape time.
+    Without a driver (a CPU machine) NVML does not start and these metrics are simply absent."""
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._ready: bool | None = None
+
+    def _start(self) -> bool:
+        if self._ready is None:
+            try:
+                if self._nvml is None:
+                    import pynvml
+
+                    self._nvml = pynvml
+                self._nvml.nvmlInit()
+                self._ready = True
+            except Exception as exc:  # no driver, no library: no GPU metrics, not an error
+                log.info("NVML unavailable; no GPU utilisation metrics", extra={"reason": str(exc)})
+                self._ready = False
+        return self._ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not self._start():
+            return
+        nvml = self._nvml
+        labels = ["gpu", "name"]
+        utilization = GaugeMetricFamily(f"{PREFIX}_gpu_utilization_ratio", "GPU busy fraction (NVML)", labels=labels)
+        used = GaugeMetricFamily(f"{PREFIX}_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=labels)
+        total = GaugeMetricFamily(f"{PREFIX}_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=labels)
+        temperature = GaugeMetricFamily(f"{PREFIX}_gpu_temperature_celsius", "GPU temperature (NVML)", labels=labels)
+        try:
+            for index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                name = nvml.nvmlDeviceGetName(handle)
+                label = [str(index), name.decode() if isinstance(name, bytes) else str(name)]
+                utilization.add_metric(label, nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                used.add_metric(label, memory.used)
+                total.add_metric(label, memory.total)
+                temperature.add_metric(label, nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        except Exception as exc:  # a failing GPU must not break the scrape of everything else
+            log.warning("NVML read failed", extra={"error": str(exc)})
+            return
+        yield from (utilization, used, total, temperature)
+
+
 class Metrics:
     """Everything the server exports."""
 
-    def __init__(self) -> None:
+    def __init__(self, nvml: Any = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -82,6 +130,7 @@ class Metrics:
         )
         self.jobs = Counter(f"{PREFIX}_jobs", "Jobs by event: submitted, and each outcome", ["event"], registry=r)
         r.register(_CudaMemory())
+        r.register(_Nvml(nvml))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None

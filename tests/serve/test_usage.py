@@ -26,7 +26,9 @@ def test_usage_report_totals_per_tenant(gcp_emulators: dict[str, str], capsys: p
         ("beta", "running", None, 0.0, 0),  # not finished
     ]
     for tenant, status, finished, seconds, size in records:
-        jobs.add({"tenant": tenant, "status": status, "finished_at": finished, "gpu_seconds": seconds, "bytes_out": size})
+        jobs.add(
+            {"tenant": tenant, "status": status, "finished_at": finished, "gpu_seconds": seconds, "bytes_out": size}
+        )
 
     argv = ["--project", "usage-test", "--collection", collection, "--since", "2026-11-01", "--until", "2026-12-01"]
     assert usage.main([*argv, "--csv"]) == 0
@@ -38,4 +40,18 @@ def test_usage_report_totals_per_tenant(gcp_emulators: dict[str, str], capsys: p
         "alpha,3,2,1,0,42.5,1500",
         "beta,2,1,0,1,61.5,4000",
     ]
-    assert table.splitlines()[-1].split() == ["TOTAL", "|", "5", "|", "3", "|", "1", "|", "1", "|", "104.0", "|", "5500"]
+    assert table.splitlines()[-1].split() == [
+        "TOTAL",
+        "|",
+        "5",
+        "|",
+        "3",
+        "|",
+        "1",
+        "|",
+        "1",
+        "|",
+        "104.0",
+        "|",
+        "5500",
+    ]
