@@ -233,6 +233,42 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
+# -- the Ops Agent ------------------------------------------------------------------------------
+
+
+def ops_agent_config(env: dict[str, str]) -> str:
+    """Google Cloud Ops Agent configuration: scrape the server's Prometheus port (the metrics land
+    in Cloud Monitoring as Managed Service for Prometheus metrics, prometheus.googleapis.com/...)
+    and ship the journal (the server's JSON lines, the startup script's stage lines)."""
+    settings = check_environment(env)
+    target = f"127.0.0.1:{settings.metrics_port}"
+    return f"""# Written by startup/startup.sh (python -m serve.boot ops-agent-config); changes are overwritten.
+metrics:
+  receivers:
+    videogen_prometheus:
+      type: prometheus
+      config:
+        scrape_configs:
+          - job_name: videogen
+            scrape_interval: 30s
+            metrics_path: /metrics
+            static_configs:
+              - targets: ["{target}"]
+  service:
+    pipelines:
+      videogen:
+        receivers: [videogen_prometheus]
+logging:
+  receivers:
+    videogen_journal:
+      type: systemd_journald
+  service:
+    pipelines:
+      videogen:
+        receivers: [videogen_journal]
+"""
+
+
 # -- waiting for health ---------------------------------------------------------------------
 
 _TERMINAL = {"setup_failed", "gpu_failed", "no_api_keys"}
@@ -321,6 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument("--url", required=True)
     wait.add_argument("--timeout", type=float, default=900)
     wait.add_argument("--pid", type=int)
+    agent = commands.add_parser("ops-agent-config", help="print the Ops Agent configuration for server.env")
+    agent.add_argument("--env-file", type=Path, required=True)
     run = commands.add_parser("run", help="exec the server with an environment file")
     run.add_argument("--env-file", type=Path, required=True)
     return parser
@@ -333,6 +371,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(args.out, build_bundle(ROOT, args.out))
         elif args.command == "configure":
             print(_configure(args))
+        elif args.command == "ops-agent-config":
+            print(ops_agent_config(read_env_file(args.env_file)), end="")
         elif args.command == "wait":
             print(json.dumps(wait_healthy(args.url, args.timeout, args.pid)))
         else:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -129,6 +129,7 @@ class Metrics:
             registry=r,
         )
         self.jobs = Counter(f"{PREFIX}_jobs", "Jobs by event: submitted, and each outcome", ["event"], registry=r)
+        ProcessCollector(registry=r)  # process_start_time_seconds: restarts show as its changes
         r.register(_CudaMemory())
         r.register(_Nvml(nvml))
         self._server: WSGIServer | None = None

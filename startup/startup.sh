@@ -80,6 +80,7 @@ config() {
   OUTPUT_BUCKET="$(metadata instance/attributes/output-bucket)"
   KEY_SECRET="$(metadata instance/attributes/api-key-secret)"
   SERVER_ENV="$(metadata instance/attributes/server-env)"
+  OPS_AGENT="$(metadata instance/attributes/ops-agent true)"
   PROJECT="$(metadata project/project-id)"
   require model "${MODEL}"
   require_name model "${MODEL}"
@@ -208,6 +209,28 @@ configure() {
   [[ -z "${user}" ]] || chown "${user}:${user}" "${STATE_DIR}/outputs"
 }
 
+# The Ops Agent scrapes the metrics port into Cloud Monitoring and ships the journal.
+ops_agent() {
+  if [[ "${RUN_MODE}" != systemd || "${OPS_AGENT}" != true ]]; then
+    RESULT=skipped DETAIL="mode=${RUN_MODE} ops-agent=${OPS_AGENT}"
+    return
+  fi
+  local config=/etc/google-cloud-ops-agent/config.yaml wanted
+  if ! systemctl list-unit-files google-cloud-ops-agent.service >/dev/null 2>&1; then
+    {
+      curl -sSfo /tmp/add-ops-agent-repo.sh https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh \
+        && bash /tmp/add-ops-agent-repo.sh --also-install >/dev/null 2>&1
+    } || fail "could not install the Ops Agent (set metadata ops-agent=false to boot without it)"
+    RESULT=installed
+  fi
+  wanted="$("${PY}" -m serve.boot ops-agent-config --env-file "${STATE_DIR}/server.env")"
+  if [[ ! -f "${config}" ]] || [[ "$(cat "${config}")" != "${wanted}" ]]; then
+    printf '%s\n' "${wanted}" >"${config}"
+    systemctl restart google-cloud-ops-agent
+    DETAIL="config=changed"
+  fi
+}
+
 start() {
   if [[ "${RUN_MODE}" == systemd ]]; then
     install -m 0644 "${STATE_DIR}/${UNIT}" "${UNIT_DIR}/${UNIT}"
@@ -256,6 +279,7 @@ main() {
   stage pull_weights
   stage configure
   CONFIG_CHANGED="${RESULT}"
+  stage ops_agent
   stage start
   stage healthy
   log "stage=total result=healthy seconds=$(seconds_since "${started}") model=${MODEL} revision=${REVISION:-none}"

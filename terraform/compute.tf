@@ -20,6 +20,7 @@ locals {
 
     # Read by startup.sh (the README's deploy section lists them).
     role              = "all"
+    ops-agent         = tostring(var.ops_agent_enabled)
     model             = var.model
     model-revision    = var.model_revision
     weights-bucket    = google_storage_bucket.weights.name

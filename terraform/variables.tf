@@ -466,3 +466,83 @@ variable "gateway_max_replicas" {
     error_message = "gateway_max_replicas: at least gateway_min_replicas."
   }
 }
+
+# --- Operations ----------------------------------------------------------------------------------
+
+variable "ops_agent_enabled" {
+  type        = bool
+  description = "Install the Ops Agent on the VMs to scrape the server's Prometheus metrics and ship the journal."
+  default     = true
+}
+
+variable "monitoring_enabled" {
+  type        = bool
+  description = "Create the dashboard, alert policies, uptime check and log-based metrics."
+  default     = true
+}
+
+variable "alert_email" {
+  type        = string
+  description = "Email address alerts go to; empty: alert policies without a notification channel."
+  default     = ""
+
+  validation {
+    condition     = var.alert_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email: empty or an email address."
+  }
+}
+
+variable "alert_error_ratio" {
+  type        = number
+  description = "Alert when failed generations exceed this fraction of all for 15 minutes."
+  default     = 0.05
+
+  validation {
+    condition     = var.alert_error_ratio > 0 && var.alert_error_ratio < 1
+    error_message = "alert_error_ratio: between 0 and 1."
+  }
+}
+
+variable "alert_latency_sla_seconds" {
+  type        = number
+  description = "Alert when the p95 generation time exceeds this (seconds) for 15 minutes."
+  default     = 300
+
+  validation {
+    condition     = var.alert_latency_sla_seconds >= 10 && var.alert_latency_sla_seconds <= 7200
+    error_message = "alert_latency_sla_seconds: 10 to 7200."
+  }
+}
+
+variable "alert_backlog_threshold" {
+  type        = number
+  description = "Alert when more jobs than this wait in the queue for 10 minutes."
+  default     = 20
+
+  validation {
+    condition     = var.alert_backlog_threshold >= 1
+    error_message = "alert_backlog_threshold: at least 1."
+  }
+}
+
+variable "alert_restarts_per_hour" {
+  type        = number
+  description = "Alert when a server process restarts more often than this in an hour (crash loop)."
+  default     = 3
+
+  validation {
+    condition     = var.alert_restarts_per_hour >= 1
+    error_message = "alert_restarts_per_hour: at least 1."
+  }
+}
+
+variable "startup_log_field" {
+  type        = string
+  description = "Log entry field holding the startup script's lines (the guest agent writes jsonPayload.message; older agents textPayload)."
+  default     = "jsonPayload.message"
+
+  validation {
+    condition     = contains(["jsonPayload.message", "textPayload"], var.startup_log_field)
+    error_message = "startup_log_field: jsonPayload.message or textPayload."
+  }
+}

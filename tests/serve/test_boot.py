@@ -113,3 +113,16 @@ def test_wait_returns_when_healthy_and_fails_fast_on_setup_failure(tmp_path: Pat
         boot.wait_healthy(f"{live.url}/health", timeout=10)
     with pytest.raises(BootError, match="not healthy after 1 s"):
         boot.wait_healthy("http://127.0.0.1:1/health", timeout=1, interval=0.2)
+
+
+def test_ops_agent_config_scrapes_the_metrics_port_and_ships_the_journal(tmp_path: Path) -> None:
+    import yaml
+
+    env = _environment(tmp_path, server_env="METRICS_PORT=9400")
+    config = yaml.safe_load(boot.ops_agent_config(env))
+    receiver = config["metrics"]["receivers"]["videogen_prometheus"]
+    assert receiver["type"] == "prometheus"
+    (scrape,) = receiver["config"]["scrape_configs"]
+    assert scrape["static_configs"] == [{"targets": ["127.0.0.1:9400"]}] and scrape["metrics_path"] == "/metrics"
+    assert config["metrics"]["service"]["pipelines"]["videogen"]["receivers"] == ["videogen_prometheus"]
+    assert config["logging"]["receivers"]["videogen_journal"]["type"] == "systemd_journald"

@@ -199,11 +199,12 @@ def test_first_boot_installs_pulls_and_serves(sandbox: Sandbox, first_boot: Boot
         "install_app",
         "pull_weights",
         "configure",
+        "ops_agent",
         "start",
         "healthy",
         "total",
     ], first_boot.output
-    assert stages["gpu"][0] == "skipped"
+    assert stages["gpu"][0] == "skipped" and stages["ops_agent"][0] == "skipped"  # direct mode
     assert stages["install_app"][0] == "installed" and "venv=created" in stages["install_app"][1]
     assert stages["pull_weights"][0] == "ok" and re.search(r"bytes=[1-9]\d+", stages["pull_weights"][1])
     assert (stages["configure"][0], stages["start"][0], stages["total"][0]) == ("changed", "started", "healthy")
