@@ -22,6 +22,9 @@ class BackendOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     vae_tiling: bool = False
+    # ltx-video: speedups (see models/ltx_optimize.py) and the text encoder's place between requests.
+    optimize: Any = None  # models.ltx_optimize.OptimizeOptions; None: the defaults
+    text_encoder_offload: str = "auto"  # auto (on CUDA) | on | off
 
 
 @dataclass(frozen=True, kw_only=True)

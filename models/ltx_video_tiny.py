@@ -54,8 +54,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_pipeline(seed: int = 0) -> LTXPipeline:
-    """All five LTX pipeline components, tiny and seeded; the global RNG is left untouched."""
+def build_tiny_pipeline(seed: int = 0, layers: int = 1) -> LTXPipeline:
+    """All five LTX pipeline components, tiny and seeded; the global RNG is left untouched.
+    `layers` transformer blocks (block caching needs at least two)."""
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -80,7 +81,7 @@ def build_tiny_pipeline(seed: int = 0) -> LTXPipeline:
             num_attention_heads=1,
             attention_head_dim=16,
             cross_attention_dim=16,
-            num_layers=1,
+            num_layers=layers,
             caption_channels=TEXT_WIDTH,
         )
         vae = AutoencoderKLLTXVideo(

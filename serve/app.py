@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from models.base import Backend, BackendOptions, GenerationRequest
+from models.ltx_optimize import OptimizeOptions
 from models.registry import create_backend
 from serve.auth import KeyStore
 from serve.config import Settings
@@ -43,6 +44,16 @@ def backend_from_settings(settings: Settings) -> Backend:
         device=settings.device,
         dtype=settings.dtype,
         vae_tiling=settings.vae_tiling,
+        text_encoder_offload=settings.text_encoder_offload,
+        optimize=OptimizeOptions(
+            mode=settings.ltx_mode,
+            compile=settings.ltx_compile,
+            attention_backend=settings.ltx_attention_backend,
+            fuse_qkv=settings.ltx_fuse_qkv,
+            cache_threshold=settings.ltx_cache_threshold,
+            fp8=settings.ltx_fp8,
+            compile_cache_dir=settings.compile_cache_dir,
+        ),
     )
     return create_backend(settings.model, options)
 

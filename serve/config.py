@@ -49,6 +49,28 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N`")
     dtype: str = Field("auto", description="`auto` (bf16 on CUDA, float32 on CPU), `float32`, `bfloat16`, `float16`")
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles to cut peak memory (ltx-video)")
+    ltx_mode: Literal["exact", "fast"] = Field(
+        "exact", description="ltx-video: `exact` (within bf16 noise of diffusers) or `fast` (trades measured fidelity)"
+    )
+    ltx_compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="ltx-video: regional torch.compile of the transformer block (`auto`: on CUDA)"
+    )
+    ltx_attention_backend: str = Field(
+        "auto", description="ltx-video: diffusers attention backend (`auto`: cuDNN, flash, native on CUDA; `off`)"
+    )
+    ltx_fuse_qkv: Literal["auto", "on", "off"] = Field(
+        "auto", description="ltx-video: fused QKV projections (`auto`: on CUDA)"
+    )
+    ltx_cache_threshold: float = Field(
+        0.05, ge=0, description="ltx-video fast mode: first-block cache threshold (0: off)"
+    )
+    ltx_fp8: bool = Field(True, description="ltx-video fast mode: fp8 matmuls via torchao when installed (CUDA)")
+    text_encoder_offload: Literal["auto", "on", "off"] = Field(
+        "auto", description="Keep the text encoder in host memory between requests (`auto`: on CUDA)"
+    )
+    compile_cache_dir: Path | None = Field(
+        None, description="Where torch.compile caches its artefacts, so a restart does not compile again"
+    )
     warmup: bool = Field(True, description="Run one small generation at start; /health is 200 only after it succeeds")
 
     # API keys (local mode; Secret Manager comes with the Google Cloud integration).

@@ -263,8 +263,10 @@ start() {
 healthy() {
   local output
   output="$("${PY}" -m serve.boot wait --url "http://127.0.0.1:${PORT}/health" --timeout "${HEALTH_TIMEOUT}" \
-    ${SERVER_PID:+--pid "${SERVER_PID}"} 2>&1)" \
-    || fail "$(last_line "${output}"); see: sudo journalctl -u ${UNIT}"
+    ${SERVER_PID:+--pid "${SERVER_PID}"} 2>&1)" || {
+    [[ "${RUN_MODE}" == systemd ]] || tail -n 20 "${STATE_DIR}/logs/server.log" >&2
+    fail "$(last_line "${output}"); see: sudo journalctl -u ${UNIT}"
+  }
   DETAIL="port=${PORT}"
 }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from models.base import GenerationRequest, StepCallback, Video
 from tests.conftest import KEY, SMALL, GatedBackend, live_server, make_settings
 
 HEADERS = {"X-API-Key": KEY}
@@ -102,3 +103,24 @@ def test_generation_past_its_deadline_is_504_and_the_server_keeps_serving(tmp_pa
     assert "step" in slow.json()["message"]
     assert quick.status_code == 200
     assert health.status_code == 200
+
+
+def test_gpu_out_of_memory_fails_that_request_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    import torch
+
+    class OutOfMemoryOnce(GatedBackend):
+        def generate(self, request: GenerationRequest, on_step: StepCallback) -> Video:
+            if request.prompt == "too big":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return super().generate(request, on_step)
+
+    backend = OutOfMemoryOnce()
+    backend.release.set()
+    with live_server(make_settings(tmp_path), backend=backend) as live, live.client() as client:
+        failed = client.post("/predict", json={"prompt": "too big", **SMALL}, headers={"X-API-Key": KEY})
+        health = client.get("/health")
+        after = client.post("/predict", json={"prompt": "fits", **SMALL}, headers={"X-API-Key": KEY})
+    assert failed.status_code == 503 and failed.json()["error"] == "gpu_out_of_memory"
+    assert "Retry-After" in failed.headers
+    assert health.status_code == 200
+    assert after.status_code == 200
