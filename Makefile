@@ -9,7 +9,7 @@ TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck bundle tf-check deploy destroy
+.PHONY: run test lint clean shellcheck bundle tf-check deploy destroy bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m serve
+
+# LTX-Video: plain diffusers vs exact vs fast mode (full size on CUDA, tiny on a CPU); BENCH_ARGS for sizes.
+bench: $(VENV)/.runtime
+	$(BIN)/python -m bench.ltx $(BENCH_ARGS)
 
 # The app bundle a VM installs (see the README's deploy section); prints its path and sha256.
 bundle: $(VENV)/.runtime
@@ -60,9 +64,9 @@ destroy:
 
 lint: $(VENV)/.dev shellcheck
 	terraform fmt -check -recursive $(TF_DIR)
-	$(BIN)/ruff check serve models tests
-	$(BIN)/ruff format --check serve models tests
-	$(BIN)/mypy serve models
+	$(BIN)/ruff check serve models tests bench
+	$(BIN)/ruff format --check serve models tests bench
+	$(BIN)/mypy serve models bench
 	shellcheck startup/*.sh
 
 clean:

@@ -1,0 +1,240 @@
+"""`python -m bench.ltx` (`make bench`): LTX-Video three ways, in one process, on the same inputs.
+
+(a) `plain`: diffusers' LTXPipeline eager, nothing changed; (b) `exact`: the backend's default
+mode; (c) `fast`: its opt-in mode. For each: median seconds per denoising step, the whole video
+split into text encoding, denoising, VAE decode and MP4 encode, the first request's extra cost
+(compile, warm-up), load time, peak GPU memory, and for (b) and (c) the relative error of the
+final latents against (a). Weights are random and seeded (compute does not depend on their
+values; real weights cannot be downloaded everywhere): `--size full` builds diffusers' default
+LTX-Video 2B transformer and VAE, `--size tiny` the test model. The text encoder is a one-layer
+stand-in with T5-XXL's width (the reference figures exclude text encoding).
+
+    python -m bench.ltx                                    # full size on CUDA, tiny on a CPU
+    python -m bench.ltx --height 512 --width 768 --frames 121 --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+
+from models.base import BackendOptions, GenerationRequest
+from models.ltx_optimize import OptimizeOptions
+from models.ltx_video import LTXVideoBackend
+from models.ltx_video_tiny import SCHEDULER_CONFIG, build_tiny_pipeline, build_tokenizer
+from serve.video import encode_mp4
+
+VARIANTS = {
+    "plain": OptimizeOptions(mode="exact", compile="off", attention_backend="off", fuse_qkv="off"),
+    "exact": OptimizeOptions(mode="exact"),
+    "fast": OptimizeOptions(mode="fast"),
+}
+
+
+def build_full_pipeline(seed: int = 0) -> Any:
+    """Diffusers' default LTX-Video (2B) transformer and VAE, seeded random weights."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = build_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = LTXVideoTransformer3DModel()
+        vae = AutoencoderKLLTXVideo()
+        text_encoder = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer),
+                d_model=transformer.config.caption_channels,
+                d_kv=64,
+                d_ff=10240,
+                num_layers=1,
+                num_heads=64,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        )
+    for module in (transformer, vae, text_encoder):
+        module.eval()
+    return LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+class _Prebuilt(LTXVideoBackend):
+    name = "ltx-video-bench"
+
+    def __init__(self, options: BackendOptions, size: str) -> None:
+        super().__init__(options)
+        self.size = size
+
+    def _build_pipeline(self) -> Any:
+        pipe = build_full_pipeline() if self.size == "full" else build_tiny_pipeline(layers=2)
+        return pipe.to(dtype=self.dtype)
+
+
+@dataclass
+class Result:
+    name: str
+    load_seconds: float = 0.0
+    runs: list[dict[str, float]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    peak_gib: float | None = None
+    latent_error: float | None = None
+    optimizations: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        warm = self.runs[1:] or self.runs
+        median = {key: statistics.median(run[key] for run in warm) for key in warm[0]}
+        return {
+            "name": self.name,
+            "load_seconds": round(self.load_seconds, 3),
+            "median_step_seconds": round(statistics.median(self.step_seconds), 4),
+            "median_video_seconds": {k: round(v, 3) for k, v in median.items()},
+            "first_request_extra_seconds": round(self.runs[0]["total"] - median["total"], 3),
+            "peak_gib": self.peak_gib,
+            "latent_relative_error": self.latent_error,
+            "optimizations": self.optimizations,
+            "runs": len(self.runs),
+        }
+
+
+def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest, device: torch.device) -> Any:
+    options = BackendOptions(device=str(device), dtype=args.dtype, optimize=VARIANTS[name])
+    backend = _Prebuilt(options, args.size)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    backend.load()
+    result = Result(name, load_seconds=time.perf_counter() - started)
+    result.optimizations = [f"{o.name}={o.status}" for o in backend.optimizations]
+    stamps: list[float] = []
+
+    def on_step(step: int, total: int) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+
+    for _ in range(args.runs):
+        stamps.clear()
+        started = time.perf_counter()
+        video = backend.generate(request, on_step)
+        with tempfile.TemporaryDirectory() as scratch:
+            mp4_started = time.perf_counter()
+            encode_mp4(video.frames, video.fps, Path(scratch) / "bench.mp4")
+            video.timings["encode_mp4"] = time.perf_counter() - mp4_started
+        run = {k: video.timings[k] for k in ("encode_prompt", "denoise", "decode", "to_frames", "encode_mp4")}
+        run["total"] = time.perf_counter() - started
+        result.runs.append(run)
+        result.step_seconds += [b - a for a, b in itertools.pairwise(stamps)]
+    if device.type == "cuda":
+        result.peak_gib = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    assert backend.last_latents is not None
+    latents = backend.last_latents.float().cpu()
+    del backend
+    return result, latents
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows = [
+        "| variant | s/step (median) | video s (median) | encode prompt | denoise | decode | MP4 | first request +s "
+        "| load s | peak GiB | latent error vs plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    plain_step = report["variants"][0]["median_step_seconds"]
+    for v in report["variants"]:
+        m = v["median_video_seconds"]
+        speedup = plain_step / v["median_step_seconds"] if v["median_step_seconds"] else float("nan")
+        error = "-" if v["latent_relative_error"] is None else f"{v['latent_relative_error']:.2e}"
+        rows.append(
+            f"| {v['name']} | {v['median_step_seconds']} ({speedup:.2f}x) | {m['total']} | {m['encode_prompt']} "
+            f"| {m['denoise']} | {m['decode']} | {m['encode_mp4']} | {v['first_request_extra_seconds']} "
+            f"| {v['load_seconds']} | {v['peak_gib'] if v['peak_gib'] is not None else '-'} | {error} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ltx", description=__doc__.splitlines()[0])
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--size", choices=["full", "tiny"], default="full" if cuda else "tiny")
+    parser.add_argument("--height", type=int, default=704 if cuda else 256)
+    parser.add_argument("--width", type=int, default=1216 if cuda else 384)
+    parser.add_argument("--frames", type=int, default=121 if cuda else 25)
+    parser.add_argument("--steps", type=int, default=50 if cuda else 20)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--runs", type=int, default=3, help="per variant; the first also gives the first-request cost")
+    parser.add_argument("--variants", default="plain,exact,fast")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/ltx.json"))
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if cuda else "cpu")
+    request = GenerationRequest(
+        prompt="a red fox running through snow, cinematic",
+        height=args.height,
+        width=args.width,
+        num_frames=args.frames,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+    )
+    results, reference = [], None
+    for name in args.variants.split(","):
+        result, latents = run_variant(name, args, request, device)
+        if reference is None:
+            reference = latents
+        else:
+            result.latent_error = float((latents - reference).norm() / reference.norm())
+        results.append(result.summary())
+        print(f"{name}: {json.dumps(results[-1])}", file=sys.stderr)
+    report = {
+        "machine": torch.cuda.get_device_name(device)
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()})",
+        "versions": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "python": platform.python_version(),
+        },
+        "size": args.size,
+        "request": {
+            "height": args.height,
+            "width": args.width,
+            "frames": args.frames,
+            "steps": args.steps,
+            "guidance_scale": args.guidance,
+        },
+        "variants": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(
+        f"{report['machine']}, torch {torch.__version__}, diffusers {diffusers.__version__}, {args.size} model, "
+        f"{args.height}x{args.width}x{args.frames}, {args.steps} steps, guidance {args.guidance}\n"
+    )
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

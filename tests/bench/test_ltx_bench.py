@@ -1,0 +1,28 @@
+"""`make bench` works on a CPU at tiny size: three variants, a JSON report and a table (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import ltx
+
+
+def test_bench_runs_all_three_variants_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ltx.json"
+    argv = ["--size", "tiny", "--height", "64", "--width", "96", "--frames", "9", "--steps", "3", "--runs", "2"]
+    assert ltx.main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    names = [v["name"] for v in report["variants"]]
+    assert names == ["plain", "exact", "fast"]
+    plain, exact, fast = report["variants"]
+    assert plain["latent_relative_error"] is None
+    assert exact["latent_relative_error"] == 0.0  # on a CPU exact mode changes nothing
+    assert fast["latent_relative_error"] is not None and "first_block_cache:0.05=on" in fast["optimizations"]
+    for variant in report["variants"]:
+        assert set(variant["median_video_seconds"]) >= {"encode_prompt", "denoise", "decode", "encode_mp4", "total"}
+        assert variant["runs"] == 2 and variant["median_step_seconds"] > 0
+    table = capsys.readouterr().out
+    assert "| plain |" in table and "| fast |" in table and "latent error vs plain" in table
