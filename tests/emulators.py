@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -13,11 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import free_port
 
 
 @dataclass
@@ -46,7 +41,7 @@ def start_emulator(name: str) -> Emulator:
         if os.environ.get("CI") == "true":
             pytest.fail("gcloud is missing: the Pub/Sub and Firestore emulators come with the Google Cloud CLI")
         pytest.skip("gcloud (with its Pub/Sub and Firestore emulators) is not installed")
-    port = _free_port()
+    port = free_port()
     command = ["gcloud", "beta", "emulators", name, "start", f"--host-port=127.0.0.1:{port}"]
     if name == "firestore":
         command = ["gcloud", "emulators", name, "start", f"--host-port=127.0.0.1:{port}"]

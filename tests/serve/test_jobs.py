@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from models.base import GenerationRequest, StepCallback, Video
 from serve.config import Settings
 from tests.conftest import SMALL, GatedBackend, LiveServer, live_server, make_settings
-from tests.helpers import decode_mp4
+from tests.helpers import decode_mp4, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "test-project"
@@ -231,12 +230,6 @@ def test_cancel_queued_and_running_frees_the_gpu(jobs_env: JobsEnv, tmp_path: Pa
     assert "never" not in backend.prompts and backend.prompts == ["long", "next"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def doomed_worker(jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A separate `python -m serve` worker process, to be killed with SIGKILL mid-job."""
@@ -248,7 +241,7 @@ def doomed_worker(jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Pope
         "API_KEYS": KEYS,
         "JOB_HEARTBEAT_SECONDS": "0.3",
         "JOB_LEASE_SECONDS": "10",
-        "PORT": str(_free_port()),
+        "PORT": str(free_port()),
         "METRICS_PORT": "0",
         "OUTPUT_DIR": str(tmp_path / "doomed"),
         "MODEL": "ltx-video-tiny",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +16,11 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import KEY, SMALL
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADERS = {"X-API-Key": KEY}
 SLOW = {"prompt": "long", "height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -40,7 +34,7 @@ class Server:
 
 @contextmanager
 def serve_process(tmp_path: Path, **env: str) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "API_KEYS": KEY,

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from serve.weights import push
 from tests.conftest import KEY, SMALL, GcsEmulator, start_fake_gcs
 from tests.fakes.metadata import FakeMetadataServer
 from tests.fakes.secret_manager import FakeSecretManager
-from tests.helpers import decode_mp4
+from tests.helpers import decode_mp4, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "startup" / "startup.sh"
@@ -115,12 +114,6 @@ class Sandbox:
         return httpx.post(f"{self.url}/predict", json=body, headers={"X-API-Key": KEY}, timeout=300)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _push_tiny_weights(gcs: GcsEmulator, directory: Path, revision: str, seed: int) -> None:
     build_tiny_pipeline(seed=seed).save_pretrained(directory)
     push(gcs.client(), "weights", "ltx-video", revision, directory)
@@ -139,7 +132,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sha256 = build_bundle(ROOT, tmp / "app.tar.gz")
     client.bucket("deploy").blob(f"app/{sha256}.tar.gz").upload_from_filename(str(tmp / "app.tar.gz"))
     _push_tiny_weights(gcs, tmp / "tiny-1", "tiny-1", seed=0)
-    port = _free_port()
+    port = free_port()
     attributes = {
         "model": "ltx-video",
         "model-revision": "tiny-1",
