@@ -1,10 +1,11 @@
 """`python -m bench.ltx` (`make bench`): LTX-Video three ways, in one process, on the same inputs.
 
 (a) `plain`: diffusers' LTXPipeline eager, nothing changed; (b) `exact`: the backend's default
-mode; (c) `fast`: its opt-in mode. For each: median seconds per denoising step, the whole video
-split into text encoding, denoising, VAE decode and MP4 encode, the first request's extra cost
-(compile, warm-up), load time, peak GPU memory, and for (b) and (c) the relative error of the
-final latents against (a). Weights are random and seeded (compute does not depend on their
+mode; (c) `fast`: its opt-in mode, also with each of its switches alone (`fast-cache`,
+`fast-fp8`) with the PSNR of their decoded frames against exact mode. For each: median seconds
+per denoising step, the whole video split into text encoding, denoising, VAE decode and MP4
+encode, the first request's extra cost (compile, warm-up), load time, peak GPU memory, and for
+(b) and (c) the relative error of the final latents against (a). Weights are random and seeded (compute does not depend on their
 values; real weights cannot be downloaded everywhere): `--size full` builds diffusers' default
 LTX-Video 2B transformer and VAE, `--size tiny` the test model. The text encoder is a one-layer
 stand-in with T5-XXL's width (the reference figures exclude text encoding).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import platform
 import statistics
 import sys
@@ -39,6 +41,9 @@ from serve.video import encode_mp4
 VARIANTS = {
     "plain": OptimizeOptions(mode="exact", compile="off", attention_backend="off", fuse_qkv="off"),
     "exact": OptimizeOptions(mode="exact"),
+    # Fast mode's switches one at a time, then together, so an operator can choose.
+    "fast-cache": OptimizeOptions(mode="fast", fp8=False),
+    "fast-fp8": OptimizeOptions(mode="fast", cache_threshold=0.0),
     "fast": OptimizeOptions(mode="fast"),
 }
 
@@ -101,6 +106,7 @@ class Result:
     step_seconds: list[float] = field(default_factory=list)
     peak_gib: float | None = None
     latent_error: float | None = None
+    psnr_vs_exact: float | None = None
     optimizations: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -114,6 +120,7 @@ class Result:
             "first_request_extra_seconds": round(self.runs[0]["total"] - median["total"], 3),
             "peak_gib": self.peak_gib,
             "latent_relative_error": self.latent_error,
+            "psnr_db_vs_exact": self.psnr_vs_exact,
             "optimizations": self.optimizations,
             "runs": len(self.runs),
         }
@@ -136,10 +143,12 @@ def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest,
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
 
+    frames = None
     for _ in range(args.runs):
         stamps.clear()
         started = time.perf_counter()
         video = backend.generate(request, on_step)
+        frames = video.frames
         with tempfile.TemporaryDirectory() as scratch:
             mp4_started = time.perf_counter()
             encode_mp4(video.frames, video.fps, Path(scratch) / "bench.mp4")
@@ -153,24 +162,31 @@ def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest,
     assert backend.last_latents is not None
     latents = backend.last_latents.float().cpu()
     del backend
-    return result, latents
+    return result, latents, frames
+
+
+def psnr(reference: Any, frames: Any) -> float:
+    """Peak signal-to-noise ratio of decoded uint8 frames, in dB (inf when identical)."""
+    mse = float(((reference.astype("float64") - frames.astype("float64")) ** 2).mean())
+    return float("inf") if mse == 0 else round(10 * math.log10(255**2 / mse), 2)
 
 
 def markdown(report: dict[str, Any]) -> str:
     rows = [
         "| variant | s/step (median) | video s (median) | encode prompt | denoise | decode | MP4 | first request +s "
-        "| load s | peak GiB | latent error vs plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load s | peak GiB | latent error vs plain | PSNR vs exact (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     plain_step = report["variants"][0]["median_step_seconds"]
     for v in report["variants"]:
         m = v["median_video_seconds"]
         speedup = plain_step / v["median_step_seconds"] if v["median_step_seconds"] else float("nan")
         error = "-" if v["latent_relative_error"] is None else f"{v['latent_relative_error']:.2e}"
+        quality = "-" if v["psnr_db_vs_exact"] is None else str(v["psnr_db_vs_exact"])
         rows.append(
             f"| {v['name']} | {v['median_step_seconds']} ({speedup:.2f}x) | {m['total']} | {m['encode_prompt']} "
             f"| {m['denoise']} | {m['decode']} | {m['encode_mp4']} | {v['first_request_extra_seconds']} "
-            f"| {v['load_seconds']} | {v['peak_gib'] if v['peak_gib'] is not None else '-'} | {error} |"
+            f"| {v['load_seconds']} | {v['peak_gib'] if v['peak_gib'] is not None else '-'} | {error} | {quality} |"
         )
     return "\n".join(rows)
 
@@ -185,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50 if cuda else 20)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=3, help="per variant; the first also gives the first-request cost")
-    parser.add_argument("--variants", default="plain,exact,fast")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="plain must come first (the reference)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results/ltx.json"))
     args = parser.parse_args(argv)
@@ -198,13 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
     )
-    results, reference = [], None
+    results, reference, exact_frames = [], None, None
     for name in args.variants.split(","):
-        result, latents = run_variant(name, args, request, device)
+        result, latents, frames = run_variant(name, args, request, device)
         if reference is None:
             reference = latents
         else:
             result.latent_error = float((latents - reference).norm() / reference.norm())
+        if name == "exact":
+            exact_frames = frames
+        elif exact_frames is not None and name != "plain":
+            result.psnr_vs_exact = psnr(exact_frames, frames)
         results.append(result.summary())
         print(f"{name}: {json.dumps(results[-1])}", file=sys.stderr)
     report = {

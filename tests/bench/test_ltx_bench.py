@@ -16,8 +16,10 @@ def test_bench_runs_all_three_variants_and_reports(tmp_path: Path, capsys: pytes
     assert ltx.main([*argv, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     names = [v["name"] for v in report["variants"]]
-    assert names == ["plain", "exact", "fast"]
-    plain, exact, fast = report["variants"]
+    assert names == ["plain", "exact", "fast-cache", "fast-fp8", "fast"]
+    plain, exact, cache, fp8, fast = report["variants"]
+    assert "fp8=off" in fp8["optimizations"] and fp8["psnr_db_vs_exact"] == float("inf")  # fp8 needs CUDA
+    assert cache["psnr_db_vs_exact"] is not None  # measured against exact mode
     assert plain["latent_relative_error"] is None
     assert exact["latent_relative_error"] == 0.0  # on a CPU exact mode changes nothing
     assert fast["latent_relative_error"] is not None and "first_block_cache:0.05=on" in fast["optimizations"]
