@@ -5,8 +5,9 @@ mode; (c) `fast`: its opt-in mode, also with each of its switches alone (`fast-c
 `fast-fp8`) with the PSNR of their decoded frames against exact mode. For each: median seconds
 per denoising step, the whole video split into text encoding, denoising, VAE decode and MP4
 encode, the first request's extra cost (compile, warm-up), load time, peak GPU memory, and for
-(b) and (c) the relative error of the final latents against (a). Weights are random and seeded (compute does not depend on their
-values; real weights cannot be downloaded everywhere): `--size full` builds diffusers' default
+(b) and (c) the relative error of the final latents against (a). Weights are random and seeded
+(compute does not depend on their values; real weights cannot be downloaded everywhere):
+`--size full` builds diffusers' default
 LTX-Video 2B transformer and VAE, `--size tiny` the test model. The text encoder is a one-layer
 stand-in with T5-XXL's width (the reference figures exclude text encoding).
 
