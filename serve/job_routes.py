@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from serve.auth import ApiKey
 from serve.errors import ApiError, invalid_field
-from serve.jobs import JobStore
+from serve.jobs import JobStore, describe
 from serve.limits import check_limits
 from serve.schemas import ErrorResponse, JobLogResponse, JobRequest, JobResponse, PredictRequest, PredictResponse
 from serve.webhooks import UnsafeUrl, check_url
@@ -25,38 +24,6 @@ router = APIRouter(tags=["jobs"])
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
-    job_id = job["job_id"]
-    progress = job.get("progress") or {"step": 0, "total": 0}
-    total = max(int(progress.get("total") or 0), 0)
-    step = int(progress.get("step") or 0)
-    if job["status"] == "succeeded":
-        step = total
-    return JobResponse(
-        job_id=job_id,
-        status=job["status"],
-        created_at=_iso(job["created_at"]) or "",
-        updated_at=_iso(job["updated_at"]) or "",
-        started_at=_iso(job.get("started_at")),
-        finished_at=_iso(job.get("finished_at")),
-        attempts=job.get("attempts", 0),
-        progress={"step": step, "total": total, "fraction": round(step / total, 4) if total else 0.0},
-        queue_position=position,
-        result=job.get("result"),
-        error=job.get("error"),
-        links={
-            "self": f"/jobs/{job_id}",
-            "log": f"/jobs/{job_id}/log",
-            "cancel": f"/jobs/{job_id}/cancel",
-            "result": f"/result/{job_id}",
-        },
-    )
-
-
 def _check_webhook(url: str, settings: Any) -> None:
     if not settings.webhook_secret:
         raise invalid_field("webhook_url", "webhooks are not configured on this server (WEBHOOK_SECRET)")
@@ -64,6 +31,24 @@ def _check_webhook(url: str, settings: Any) -> None:
         check_url(url, allow_private=settings.webhook_allow_private)
     except UnsafeUrl as exc:
         raise invalid_field("webhook_url", str(exc)) from None
+
+
+async def _enqueue(
+    request: Request, payload: dict[str, Any], idempotency_key: str | None, webhook_url: str | None
+) -> tuple[dict[str, Any], bool]:
+    """Record the job, then publish it (only when new); a failed publish fails the job, 503."""
+    store: JobStore = request.app.state.jobs
+    job, created = await asyncio.to_thread(store.create, request.state.tenant, payload, idempotency_key, webhook_url)
+    if created:
+        try:
+            await asyncio.to_thread(request.app.state.job_queue.publish, job["job_id"])
+        except Exception as exc:
+            error = {"code": "queue_unavailable", "message": "the job could not be queued; submit it again"}
+            await asyncio.to_thread(store.fail_queued, job["job_id"], error)
+            log.error("publish failed", extra={"job_id": job["job_id"], "error": str(exc)})
+            raise ApiError(503, "queue_unavailable", error["message"], headers={"Retry-After": "10"}) from None
+        request.app.state.metrics.jobs.labels("submitted").inc()
+    return job, created
 
 
 async def _own_job(request: Request, job_id: str) -> dict[str, Any]:
@@ -86,20 +71,8 @@ async def submit(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResp
         gcs.destination("check", body.gcs_destination)  # the bucket must be allowed; 422 otherwise
     if body.webhook_url is not None:
         await asyncio.to_thread(_check_webhook, body.webhook_url, settings)
-    store: JobStore = request.app.state.jobs
     payload = body.model_dump(exclude={"idempotency_key", "webhook_url"})
-    job, created = await asyncio.to_thread(
-        store.create, request.state.tenant, payload, body.idempotency_key, body.webhook_url
-    )
-    if created:
-        try:
-            await asyncio.to_thread(request.app.state.job_queue.publish, job["job_id"])
-        except Exception as exc:
-            error = {"code": "queue_unavailable", "message": "the job could not be queued; submit it again"}
-            await asyncio.to_thread(store.fail_queued, job["job_id"], error)
-            log.error("publish failed", extra={"job_id": job["job_id"], "error": str(exc)})
-            raise ApiError(503, "queue_unavailable", error["message"], headers={"Retry-After": "10"}) from None
-        request.app.state.metrics.jobs.labels("submitted").inc()
+    job, created = await _enqueue(request, payload, body.idempotency_key, body.webhook_url)
     log.info("job submitted", extra={"job_id": job["job_id"], "tenant": job["tenant"], "created": created})
     described = describe(job)
     return JSONResponse(
@@ -127,16 +100,8 @@ async def predict_through_queue(body: PredictRequest, request: Request) -> Predi
     settings = request.app.state.settings
     check_limits(body, settings)
     store: JobStore = request.app.state.jobs
-    job, _ = await asyncio.to_thread(store.create, request.state.tenant, body.model_dump(), None)
+    job, _ = await _enqueue(request, body.model_dump(), None, None)
     job_id = job["job_id"]
-    try:
-        await asyncio.to_thread(request.app.state.job_queue.publish, job_id)
-    except Exception as exc:
-        error = {"code": "queue_unavailable", "message": "the request could not be queued; retry"}
-        await asyncio.to_thread(store.fail_queued, job_id, error)
-        log.error("publish failed", extra={"job_id": job_id, "error": str(exc)})
-        raise ApiError(503, "queue_unavailable", error["message"], headers={"Retry-After": "10"}) from None
-    request.app.state.metrics.jobs.labels("submitted").inc()
     deadline = time.monotonic() + settings.queue_timeout_seconds + settings.generation_timeout_seconds
     while time.monotonic() < deadline:
         await asyncio.sleep(settings.job_heartbeat_seconds)

@@ -31,6 +31,7 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from serve.errors import ApiError
 from serve.runner import GpuRunner, Task
+from serve.schemas import JobResponse
 from serve.webhooks import WebhookSender
 
 log = logging.getLogger("serve.jobs")
@@ -255,6 +256,10 @@ class JobStore:
 
         return attempt(self.client.transaction())
 
+    def release(self, job_id: str) -> None:
+        """Give a running job's lease up at once, so its redelivery need not wait for it to expire."""
+        self.jobs.document(job_id).update({"lease_expires_at": now() - timedelta(seconds=1)})
+
     def append_log(self, job_id: str, message: str) -> None:
         self.jobs.document(job_id).update({"log": firestore.ArrayUnion([_line(message)]), "updated_at": now()})
 
@@ -410,7 +415,7 @@ class JobWorker:
             keeper.join()
         if outcome.retry and attempt < self.max_attempts:
             self.store.append_log(job_id, f"attempt {attempt} failed ({outcome.error}); will be retried")
-            self._release(job_id)
+            self.store.release(job_id)
             self._nack(received.ack_id)
             return
         if outcome.retry:  # the last attempt failed too
@@ -440,10 +445,6 @@ class JobWorker:
         self._ack(ack_id)
         self.on_finished(job_id)
 
-    def _release(self, job_id: str) -> None:
-        """Give the lease up at once so the redelivery need not wait for it to expire."""
-        self.store.jobs.document(job_id).update({"lease_expires_at": now() - timedelta(seconds=1)})
-
     def _keep_alive(self, ack_id: str, job_id: str, holder: dict[str, Task], done: threading.Event) -> None:
         """Extend the message's deadline and the job's lease; pass a cancel request to the task."""
         while not done.wait(self.heartbeat_seconds):
@@ -467,6 +468,38 @@ class JobWorker:
                 task.cancel.set()
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
+    job_id = job["job_id"]
+    progress = job.get("progress") or {"step": 0, "total": 0}
+    total = max(int(progress.get("total") or 0), 0)
+    step = int(progress.get("step") or 0)
+    if job["status"] == "succeeded":
+        step = total
+    return JobResponse(
+        job_id=job_id,
+        status=job["status"],
+        created_at=_iso(job["created_at"]) or "",
+        updated_at=_iso(job["updated_at"]) or "",
+        started_at=_iso(job.get("started_at")),
+        finished_at=_iso(job.get("finished_at")),
+        attempts=job.get("attempts", 0),
+        progress={"step": step, "total": total, "fraction": round(step / total, 4) if total else 0.0},
+        queue_position=position,
+        result=job.get("result"),
+        error=job.get("error"),
+        links={
+            "self": f"/jobs/{job_id}",
+            "log": f"/jobs/{job_id}/log",
+            "cancel": f"/jobs/{job_id}/cancel",
+            "result": f"/result/{job_id}",
+        },
+    )
+
+
 def api_error_outcome(exc: ApiError) -> Outcome:
     """Final for a refused request; retried (then dead-lettered) for a busy server, a GPU out of
     memory or a generation that crashed."""
@@ -477,12 +510,17 @@ def api_error_outcome(exc: ApiError) -> Outcome:
 # -- wiring -----------------------------------------------------------------------------------
 
 
+def jobs_project(settings: Any) -> str:
+    project: str | None = settings.jobs_project or settings.gcp_project
+    if not project:
+        raise RuntimeError("JOBS_ENABLED needs JOBS_PROJECT or GCP_PROJECT")
+    return project
+
+
 def jobs_from_settings(settings: Any) -> tuple[JobStore, JobQueue, pubsub_v1.SubscriberClient]:
     """Clients for the job store and queue; emulators are picked up from FIRESTORE_EMULATOR_HOST
     and PUBSUB_EMULATOR_HOST by the client libraries themselves."""
-    project = settings.jobs_project or settings.gcp_project
-    if not project:
-        raise RuntimeError("JOBS_ENABLED needs JOBS_PROJECT or GCP_PROJECT")
+    project = jobs_project(settings)
     client = firestore.Client(project=project, database=settings.firestore_database)
     store = JobStore(client, settings.jobs_collection, settings.job_ttl_days)
     publisher = pubsub_v1.PublisherClient()
@@ -496,7 +534,7 @@ def start_worker(app: Any, settings: Any, jobs: tuple[Any, Any, Any], loop: asyn
     from serve.service import never_disconnected
 
     store, _queue, subscriber = jobs
-    project = settings.jobs_project or settings.gcp_project
+    project = jobs_project(settings)
     service = app.state.service
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
 
@@ -532,8 +570,6 @@ def start_worker(app: Any, settings: Any, jobs: tuple[Any, Any, Any], loop: asyn
     sender: WebhookSender | None = app.state.webhooks
 
     def on_finished(job_id: str) -> None:
-        from serve.job_routes import describe
-
         job = store.get(job_id)
         if job is not None and job.get("webhook_url") and sender is not None:
             sender.send(job["webhook_url"], f"job.{job['status']}", describe(job).model_dump(mode="json"))
