@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from serve.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE_PATHS = ("serve", "models", "startup", "requirements.txt")
+BUNDLE_PATHS = ("serve", "models", "startup", "requirements.txt", "requirements-nodeps.txt")
 UNIT_NAME = "videogen.service"
 SERVICE_USER = "videogen"
 # What the unit allows for stopping beyond the drain: the last response, then some slack.

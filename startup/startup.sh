@@ -148,6 +148,10 @@ make_venv() {
   fi
   "${VENV}/bin/pip" install --quiet --disable-pip-version-check -r "${APP_DIR}/requirements.txt" \
     >"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
+  if [[ -f "${APP_DIR}/requirements-nodeps.txt" ]]; then
+    "${VENV}/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "${APP_DIR}/requirements-nodeps.txt" \
+      >>"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
+  fi
   touch "${VENV}/.complete"
 }
 
@@ -161,7 +165,7 @@ install_app() {
     RESULT=installed
   fi
   # The environment is keyed by the requirements, so a code-only change reuses it.
-  VENV="${STATE_DIR}/venvs/$(sha256sum "${APP_DIR}/requirements.txt" | cut -c 1-16)"
+  VENV="${STATE_DIR}/venvs/$(cat "${APP_DIR}"/requirements*.txt | sha256sum | cut -c 1-16)"
   if [[ ! -f "${VENV}/.complete" ]]; then
     make_venv
     RESULT=installed venv=created

@@ -1,0 +1,294 @@
+"""`latentsync` (and `latentsync-tiny`): lip-sync served warm, in-process.
+
+Weight cache layout (MODEL_PATH; the startup script pulls it from Cloud Storage):
+
+    latentsync_unet.pt            the official UNet checkpoint ({"state_dict": ...}), loaded strictly
+    whisper/tiny.pt               the official Whisper tiny checkpoint ({"dims", "model_state_dict"})
+    sd-vae-ft-mse/                a diffusers AutoencoderKL directory (config.json + weights)
+    unet_config.json (optional)   UNet kwargs overriding upstream's stage2 `model:` section
+
+One request: decode the speech (16 kHz) -> Whisper features -> one 50x384 chunk per output frame
+at 25 fps; decode the clip to 25 fps into a disk-backed array; find the face in every frame
+(MediaPipe), keeping the last good one where detection fails; then per 16-frame chunk: align the
+faces, VAE-encode the masked and reference faces, denoise (DDIM, guidance, DeepCache), decode,
+keep the unmasked pixels of the reference, paste back into the frames and stream them to the
+encoder. The clip is played forwards then backwards as often as the speech needs (upstream's
+rule); the output is as long as the speech.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.base import BackendOptions, InputError, LipSyncRequest, StepCallback, Video
+from models.latentsync.audio import WhisperDims, audio_features, feature_chunks, load_whisper, strict_load
+from models.latentsync.denoise import denoise, guided_audio, make_scheduler
+from models.latentsync.face import FaceAligner, paste_back, resize_face_to_box
+from models.latentsync.media import FPS, SAMPLE_RATE, MediaLimits, VideoWriter, read_audio, read_video
+from models.latentsync.unet import DeepCache, LatentSyncUNet, UNetConfig
+from models.ltx_video import resolve_device, resolve_dtype
+
+CHUNK_FRAMES = 16
+VAE_SCALING = 0.18215  # upstream sets scaling_factor 0.18215, shift_factor 0 on sd-vae-ft-mse
+UNET_FILE = "latentsync_unet.pt"
+WHISPER_FILE = "whisper/tiny.pt"
+VAE_DIR = "sd-vae-ft-mse"
+UNET_CONFIG_FILE = "unet_config.json"
+VARIANT_RESOLUTION = {"1.5": 256, "1.6": 512}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LipSyncOptions:
+    variant: str = "1.6"  # 1.5: 256 px, 1.6: 512 px
+    deepcache: bool = True
+    deepcache_interval: int = 3
+    face_grace_frames: int = 25  # no face in the first N frames: no_face_detected
+    limits: MediaLimits = MediaLimits()
+
+
+def lower_face_mask(resolution: int) -> torch.Tensor:
+    """(3, r, r) float mask: 1 keeps the reference pixel, 0 is regenerated. Our own drawing of the
+    region LatentSync inpaints: both cheeks and the mouth and chin below the nose, with the nose
+    itself kept, and a jaw that narrows towards the chin."""
+    r = resolution
+    ys, xs = np.mgrid[0:r, 0:r] / r
+    cheeks = (ys >= 0.37) & (ys < 0.5) & (((xs >= 0.04) & (xs < 0.31)) | ((xs >= 0.72) & (xs < 0.96)))
+    mouth = (ys >= 0.5) & (ys < 0.7) & (xs >= 0.04) & (xs < 0.96)
+    jaw_half_width = 0.46 - (ys - 0.7) * 1.35
+    jaw = (ys >= 0.7) & (ys < 0.95) & (np.abs(xs - 0.5) < jaw_half_width)
+    keep = ~(cheeks | mouth | jaw)
+    return torch.from_numpy(np.repeat(keep[None].astype(np.float32), 3, axis=0))
+
+
+def ping_pong(source_frames: int, output_frames: int) -> list[int]:
+    """Source frame of every output frame: forwards, backwards, forwards... (upstream's loop)."""
+    if output_frames <= source_frames:
+        return list(range(output_frames))
+    order: list[int] = []
+    forward = list(range(source_frames))
+    for loop in range(math.ceil(output_frames / source_frames)):
+        order += forward if loop % 2 == 0 else forward[::-1]
+    return order[:output_frames]
+
+
+class LatentSyncBackend:
+    name = "latentsync"
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+        self.lipsync: LipSyncOptions = getattr(options, "lipsync", None) or LipSyncOptions()
+        if self.lipsync.variant not in VARIANT_RESOLUTION:
+            raise ValueError(f"unknown LatentSync variant {self.lipsync.variant!r}; expected 1.5 or 1.6")
+        self.resolution = VARIANT_RESOLUTION[self.lipsync.variant]
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.model_loads = 0  # every model built; a second request must not add to it
+        self._landmarker: Any = None
+
+    # -- loading -------------------------------------------------------------------------
+    def weights_dir(self) -> Path:
+        if not self.options.model_path:
+            raise ValueError("MODEL=latentsync needs MODEL_PATH: a directory holding the checkpoints (see README)")
+        return Path(self.options.model_path)
+
+    def load(self) -> None:
+        from diffusers import AutoencoderKL
+
+        root = self.weights_dir()
+        for name in (UNET_FILE, WHISPER_FILE, f"{VAE_DIR}/config.json"):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"{root / name} is missing (see the README's LatentSync weight layout)")
+        self.device = resolve_device(self.options.device)
+        self.dtype = torch.float16 if self.options.dtype == "auto" and self.device.type == "cuda" else (
+            resolve_dtype(self.options.dtype, self.device)
+        )
+        config = UNetConfig()
+        if (root / UNET_CONFIG_FILE).is_file():
+            config = UNetConfig.from_dict(json.loads((root / UNET_CONFIG_FILE).read_text()))
+        ckpt = torch.load(root / UNET_FILE, map_location="cpu", weights_only=True)
+        state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+        if state is None:
+            raise ValueError(f"{root / UNET_FILE} has no 'state_dict' entry: not a LatentSync UNet checkpoint")
+        with torch.device("meta"):
+            unet = LatentSyncUNet(config)
+        unet.to_empty(device="cpu")
+        strict_load(unet, state, str(root / UNET_FILE))
+        del ckpt, state
+        self.unet = unet.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.whisper = load_whisper(root / WHISPER_FILE, self.device)
+        if self.whisper.dims.n_audio_state != config.cross_attention_dim:
+            raise ValueError(
+                f"whisper width {self.whisper.dims.n_audio_state} != UNet cross_attention_dim {config.cross_attention_dim}"
+            )
+        vae = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
+        self.vae = vae.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if self.resolution % (self.vae_factor * 8):
+            raise ValueError(f"resolution {self.resolution} is not a multiple of {self.vae_factor * 8}")
+        self.mask = lower_face_mask(self.resolution).to(self.device, self.dtype)
+        self._landmarker = self._make_landmarker()
+        self.model_loads += 4
+
+    def _make_landmarker(self) -> Any:
+        from models.latentsync.landmarks import FaceLandmarker
+
+        return FaceLandmarker()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "variant": self.lipsync.variant,
+            "resolution": self.resolution,
+            "source": self.options.model_path or "built-in",
+            "revision": self.options.revision or "unversioned",
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "deepcache": self.lipsync.deepcache,
+            "model_loads": self.model_loads,
+        }
+
+    # -- one request -----------------------------------------------------------------------
+    def generate(self, request: LipSyncRequest, on_step: StepCallback) -> Video:
+        if request.warmup:
+            return self._warmup(on_step)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        samples = read_audio(request.audio_path, self.lipsync.limits)
+        # One frame per 1/25 s of speech (upstream's chunk loop runs two frames past the end).
+        chunks = feature_chunks(audio_features(self.whisper, samples), FPS)[: math.ceil(len(samples) / SAMPLE_RATE * FPS)]
+        timings["audio_features"] = time.perf_counter() - started
+        with read_video(request.video_path, self.lipsync.limits) as frames:
+            timings["decode_video"] = time.perf_counter() - started - timings["audio_features"]
+            mark = time.perf_counter()
+            aligner = FaceAligner(self.resolution)
+            # Matrices in frame order: the alignment smooths its nose bias from frame to frame.
+            matrices = [aligner.matrix(p) for p in self._track_faces(frames[: min(len(frames), len(chunks))])]
+            timings["face_detection"] = time.perf_counter() - mark
+            order = ping_pong(len(matrices), len(chunks))
+            writer = VideoWriter(request.output_path, frames.shape[2], frames.shape[1])
+            try:
+                self._synthesise(request, frames, matrices, order, chunks, aligner, writer, on_step, timings)
+                mark = time.perf_counter()
+                size = writer.finish(samples[: int(len(chunks) / FPS * SAMPLE_RATE)])
+                timings["mux"] = time.perf_counter() - mark
+            except BaseException:
+                writer.abort()
+                raise
+        timings["output_bytes"] = float(size)
+        return Video(frames=np.zeros((0, 1, 1, 3), np.uint8), fps=FPS, timings=timings, path=request.output_path)
+
+    def _track_faces(self, frames: np.ndarray) -> list[np.ndarray]:
+        """Three face points per frame; a frame without a face reuses the last good one (the
+        first good one for frames before it). None in the first N frames: no_face_detected."""
+        points: list[np.ndarray | None] = []
+        grace = self.lipsync.face_grace_frames
+        for index in range(len(frames)):
+            found = self._landmarker.points(np.asarray(frames[index]))
+            points.append(found if found is not None else (points[-1] if points else None))
+            if index + 1 == min(grace, len(frames)) and all(p is None for p in points):
+                raise InputError("no_face_detected", f"no face found in the first {index + 1} frames of video_in")
+        first = next(p for p in points if p is not None)
+        return [p if p is not None else first for p in points]
+
+    @torch.no_grad()
+    def _synthesise(
+        self,
+        request: LipSyncRequest,
+        frames: np.ndarray,
+        matrices: list[np.ndarray],
+        order: list[int],
+        chunks: torch.Tensor,
+        aligner: FaceAligner,
+        writer: VideoWriter,
+        on_step: StepCallback,
+        timings: dict[str, float],
+    ) -> None:
+        import cv2
+
+        r, dev, dtype = self.resolution, self.device, self.dtype
+        latent = r // self.vae_factor
+        scheduler = make_scheduler()
+        scheduler.set_timesteps(request.num_inference_steps, device=dev)
+        generator = torch.Generator(device=dev).manual_seed(request.seed)
+        # One noise frame for the whole video, as upstream: temporally consistent starts.
+        noise = torch.randn((1, 4, 1, latent, latent), generator=generator, device=dev, dtype=dtype)
+        count = math.ceil(len(order) / CHUNK_FRAMES)
+        total = count * request.num_inference_steps
+        cache = DeepCache(self.lipsync.deepcache_interval) if self.lipsync.deepcache else None
+        box = aligner.face_size[1], aligner.face_size[0]
+        for key in ("align", "vae_encode", "denoise", "vae_decode", "paste_back"):
+            timings.setdefault(key, 0.0)
+        for c in range(count):
+            sources = order[c * CHUNK_FRAMES : (c + 1) * CHUNK_FRAMES]
+            mark = time.perf_counter()
+            faces = np.stack(
+                [
+                    cv2.resize(aligner.crop(np.asarray(frames[s]), matrices[s]), (r, r), interpolation=cv2.INTER_LANCZOS4)
+                    for s in sources
+                ]
+            )
+            pixels = torch.from_numpy(faces).permute(0, 3, 1, 2).to(dev, dtype) / 127.5 - 1.0
+            timings["align"] += time.perf_counter() - mark
+            mark = time.perf_counter()
+            masked = self._encode(pixels * self.mask, generator)
+            reference = self._encode(pixels, generator)
+            mask = F.interpolate(self.mask[None, :1].expand(len(sources), 1, r, r), size=(latent, latent))
+            conditioning = torch.cat([mask, masked, reference], dim=1).transpose(0, 1)[None]
+            timings["vae_encode"] += time.perf_counter() - mark
+            mark = time.perf_counter()
+            audio = guided_audio(chunks[c * CHUNK_FRAMES : (c + 1) * CHUNK_FRAMES].to(dev, dtype), request.guidance_scale)
+            done = c * request.num_inference_steps
+
+            def step(j: int, _: dict[str, torch.Tensor], done: int = done) -> None:
+                on_step(done + j + 1, total)
+
+            latents = denoise(
+                self.unet,
+                scheduler,
+                noise.repeat(1, 1, len(sources), 1, 1),
+                conditioning,
+                audio,
+                request.guidance_scale,
+                cache,
+                step,
+            )
+            timings["denoise"] += time.perf_counter() - mark
+            mark = time.perf_counter()
+            decoded = self.vae.decode(latents[0].transpose(0, 1) / VAE_SCALING).sample
+            decoded = (decoded * (1 - self.mask) + pixels * self.mask).float().cpu()
+            timings["vae_decode"] += time.perf_counter() - mark
+            mark = time.perf_counter()
+            for k, s in enumerate(sources):
+                face = resize_face_to_box(decoded[k], box)
+                writer.write(paste_back(np.asarray(frames[s]), face, matrices[s]))
+            timings["paste_back"] += time.perf_counter() - mark
+
+    def _encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.vae.encode(pixels).latent_dist.sample(generator=generator) * VAE_SCALING
+
+    @torch.no_grad()
+    def _warmup(self, on_step: StepCallback) -> Video:
+        """Every model once on synthetic input: Whisper on silence, the face mesh on a blank
+        frame, the VAE both ways and one UNet step on a full 16-frame chunk."""
+        started = time.perf_counter()
+        r, dev, dtype = self.resolution, self.device, self.dtype
+        latent = r // self.vae_factor
+        audio = feature_chunks(audio_features(self.whisper, np.zeros(SAMPLE_RATE, np.float32)), FPS)[:CHUNK_FRAMES]
+        self._landmarker.points(np.zeros((r, r, 3), np.uint8))
+        latents = self.vae.encode(torch.zeros(1, 3, r, r, device=dev, dtype=dtype)).latent_dist.mean
+        self.vae.decode(latents).sample
+        sample = torch.zeros(2, self.unet.config.in_channels, CHUNK_FRAMES, latent, latent, device=dev, dtype=dtype)
+        self.unet(sample, 500, guided_audio(audio.to(dev, dtype), 1.5))
+        on_step(1, 1)
+        return Video(
+            frames=np.zeros((0, 1, 1, 3), np.uint8), fps=FPS, timings={"warmup": time.perf_counter() - started}, path=Path()
+        )

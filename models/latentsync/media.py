@@ -1,0 +1,172 @@
+"""Reading the inputs and writing the output of a lip-sync request with PyAV (FFmpeg's
+libraries in-process: no shell, no temp paths, every failure a clear error).
+
+Frames are decoded once into a disk-backed array (host memory stays flat however long the
+clip), resampled to 25 fps by taking, for each output instant, the last frame shown by then.
+The output is written frame by frame as the chunks finish, with the speech muxed as AAC.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from models.base import InputError
+
+FPS = 25
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaLimits:
+    max_seconds: float = 60.0
+    max_pixels: int = 1920 * 1080
+
+
+def read_audio(path: Path, limits: MediaLimits) -> np.ndarray:
+    """Mono float32 samples at 16 kHz in [-1, 1]; `invalid_audio` / `input_too_long` otherwise."""
+    chunks: list[np.ndarray] = []
+    total = 0
+    cap = int(limits.max_seconds * SAMPLE_RATE)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise InputError("invalid_audio", "audio_in has no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    total += out.samples
+                if total > cap:
+                    raise InputError(
+                        "input_too_long", f"audio_in is longer than the limit of {limits.max_seconds:g} s", 413
+                    )
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except InputError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise InputError("invalid_audio", f"audio_in could not be decoded: {exc}") from None
+    samples = np.concatenate(chunks).astype(np.float32) / 32768.0 if chunks else np.zeros(0, np.float32)
+    if len(samples) < SAMPLE_RATE // FPS:
+        raise InputError("invalid_audio", "audio_in holds no audio (shorter than one video frame)")
+    return samples
+
+
+@contextmanager
+def read_video(path: Path, limits: MediaLimits) -> Iterator[np.ndarray]:
+    """Yields the clip at 25 fps as a read-only (frames, h, w, 3) uint8 array backed by a temp file."""
+    with tempfile.TemporaryDirectory(prefix="lipsync-") as tmp:
+        yield _decode_to_disk(path, limits, Path(tmp) / "frames.npy")
+
+
+def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray:
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise InputError("invalid_video", f"video_in could not be opened as a video: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise InputError("invalid_video", "video_in has no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > limits.max_pixels:
+            raise InputError(
+                "input_too_large", f"video_in is {width}x{height}; the limit is {limits.max_pixels} pixels per frame"
+            )
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        if duration is None and container.duration:
+            duration = container.duration / 1_000_000
+        if duration is not None and duration > limits.max_seconds + 1:
+            raise InputError(
+                "input_too_long", f"video_in is {duration:.1f} s; the limit is {limits.max_seconds:g} s", 413
+            )
+        capacity = int(limits.max_seconds * FPS) + 2
+        frames = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(capacity, height, width, 3))
+        count = 0
+        step = 1 / float(stream.average_rate) if stream.average_rate else 1 / FPS
+
+        def emit_until(seconds: float, image: np.ndarray) -> None:
+            nonlocal count
+            while count / FPS < seconds - 1e-6:
+                if count >= capacity:
+                    raise InputError("input_too_long", f"video_in is longer than {limits.max_seconds:g} s", 413)
+                frames[count] = image
+                count += 1
+
+        try:
+            previous, last_time = None, 0.0
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                image = frame.to_ndarray(format="rgb24")
+                if image.shape[:2] != (height, width):
+                    raise InputError("invalid_video", "video_in changes resolution mid-stream")
+                # The 25 fps instants before this frame starts show the frame before it.
+                emit_until(frame.time, image if previous is None else previous)
+                previous, last_time = image, frame.time
+            if previous is not None:
+                emit_until(last_time + step, previous)
+        except InputError:
+            raise
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise InputError("invalid_video", f"video_in could not be decoded: {exc}") from None
+    if count == 0:
+        raise InputError("invalid_video", "video_in has no frames")
+    frames.flush()
+    return frames[:count]
+
+
+class VideoWriter:
+    """H.264 (yuv420p) frames as they come, then the speech as AAC; closes into a playable MP4."""
+
+    def __init__(self, path: Path, width: int, height: int, *, crf: int = 18, preset: str = "veryfast") -> None:
+        self.path = path
+        self.container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self.video = self.container.add_stream("libx264", rate=FPS)
+        self.video.width, self.video.height = width - width % 2, height - height % 2
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(crf), "preset": preset}
+        self.audio = self.container.add_stream("aac", rate=SAMPLE_RATE)
+        self.audio.layout = "mono"  # type: ignore[union-attr]
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = frame[: self.video.height, : self.video.width]
+        for packet in self.video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def finish(self, samples: np.ndarray) -> int:
+        """Flush the video, add `samples` (float32 16 kHz mono), close; returns the file size."""
+        for packet in self.video.encode():
+            self.container.mux(packet)
+        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+        block = 1024 * 16
+        pts = 0
+        for start in range(0, len(pcm), block):
+            piece = pcm[start : start + block]
+            frame = av.AudioFrame.from_ndarray(piece[None], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, pts, Fraction(1, SAMPLE_RATE)
+            pts += len(piece)
+            for packet in self.audio.encode(frame):
+                self.container.mux(packet)
+        for packet in self.audio.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - the request already failed; do not mask why
+            pass
+        self.path.unlink(missing_ok=True)
