@@ -42,6 +42,7 @@ class LTXVideoBackend:
     """Text-to-video with LTX-Video, from a local diffusers directory or the hub."""
 
     name = "ltx-video"
+    task = "text-to-video"
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options

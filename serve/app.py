@@ -7,11 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
-from models.base import Backend, BackendOptions, GenerationRequest
+from models.base import Backend, BackendOptions, GenerationRequest, LipSyncRequest
+from models.latentsync.backend import LipSyncOptions
+from models.latentsync.media import MediaLimits
 from models.ltx_optimize import OptimizeOptions
 from models.registry import create_backend
 from serve.auth import KeyStore
@@ -23,7 +26,7 @@ from serve.jobs import jobs_from_settings, start_worker
 from serve.limits import publish_limits
 from serve.metrics import Metrics
 from serve.middleware import RequestContextMiddleware
-from serve.routes import router
+from serve.routes import add_predict_route, router
 from serve.runner import GpuRunner
 from serve.schemas import Lifecycle
 from serve.secrets import SecretKeyRefresher, make_client
@@ -35,6 +38,12 @@ log = logging.getLogger("serve.app")
 
 # Small enough to take seconds, large enough to run every layer of the model once.
 WARMUP_REQUEST = GenerationRequest(prompt="warm-up", height=64, width=64, num_frames=9, num_inference_steps=2)
+# Lip-sync: every model once on synthetic input (see LatentSyncBackend._warmup).
+LIPSYNC_WARMUP = LipSyncRequest(video_path=Path(), audio_path=Path(), output_path=Path(), warmup=True)
+
+
+def is_lipsync(backend: Backend) -> bool:
+    return getattr(backend, "task", "text-to-video") == "lip-sync"
 
 
 def backend_from_settings(settings: Settings) -> Backend:
@@ -54,26 +63,38 @@ def backend_from_settings(settings: Settings) -> Backend:
             fp8=settings.ltx_fp8,
             compile_cache_dir=settings.compile_cache_dir,
         ),
+        lipsync=LipSyncOptions(
+            variant=settings.latentsync_variant,
+            deepcache=settings.latentsync_deepcache,
+            deepcache_interval=settings.latentsync_deepcache_interval,
+            face_grace_frames=settings.latentsync_face_grace_frames,
+            limits=MediaLimits(max_seconds=settings.lipsync_max_seconds, max_pixels=settings.lipsync_max_pixels),
+        ),
     )
     return create_backend(settings.model, options)
+
+
+def storage_client(settings: Settings) -> Any:
+    """A Cloud Storage client: the server's credentials, or anonymous against an emulator."""
+    from google.cloud import storage
+
+    if settings.gcs_endpoint:
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project=settings.gcs_project or "emulator",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": settings.gcs_endpoint},
+        )
+    return storage.Client(project=settings.gcs_project)
 
 
 def gcs_from_settings(settings: Settings) -> GcsOutput | None:
     """The Cloud Storage output, when GCS_OUTPUT_BUCKET is set."""
     if settings.gcs_output_bucket is None:
         return None
-    from google.cloud import storage
 
-    if settings.gcs_endpoint:  # an emulator: no real credentials
-        from google.auth.credentials import AnonymousCredentials
-
-        client = storage.Client(
-            project=settings.gcs_project or "emulator",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": settings.gcs_endpoint},
-        )
-    else:
-        client = storage.Client(project=settings.gcs_project)
+    client = storage_client(settings)
     return GcsOutput(
         client=client,
         bucket=settings.gcs_output_bucket,
@@ -112,13 +133,17 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
             allow_private=settings.webhook_allow_private,
             max_attempts=settings.webhook_max_attempts,
         )
+    backend = backend or backend_from_settings(settings)
+    lipsync = is_lipsync(backend)
+    if lipsync and settings.jobs_enabled:
+        raise ValueError("JOBS_ENABLED is not available with a lip-sync MODEL yet: use POST /predict")
     runner = GpuRunner(
-        backend=backend or backend_from_settings(settings),
+        backend=backend,
         metrics=metrics,
         queue_size=settings.queue_size,
         queue_timeout=settings.queue_timeout_seconds,
         generation_timeout=settings.generation_timeout_seconds,
-        warmup=WARMUP_REQUEST if settings.warmup else None,
+        warmup=(LIPSYNC_WARMUP if lipsync else WARMUP_REQUEST) if settings.warmup else None,
     )
 
     @asynccontextmanager
@@ -159,11 +184,18 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     )
     app.state.settings, app.state.keys, app.state.store = settings, keys, store
     app.state.runner, app.state.metrics, app.state.key_refresher = runner, metrics, refresher
+    gcs = gcs_from_settings(settings)
     app.state.service = PredictionService(
-        settings=settings, runner=runner, store=store, metrics=metrics, gcs=gcs_from_settings(settings)
+        settings=settings,
+        runner=runner,
+        store=store,
+        metrics=metrics,
+        gcs=gcs,
+        storage_client=(lambda: gcs.client) if gcs is not None else (lambda: storage_client(settings)),
     )
     install_error_handlers(app)
     app.include_router(router)
+    add_predict_route(app, lipsync=lipsync)
     app.state.webhooks = webhooks
     if jobs is not None:
         app.state.jobs, app.state.job_queue, app.state.subscriber = jobs

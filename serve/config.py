@@ -43,8 +43,13 @@ class Settings(BaseSettings):
     )
 
     # The model.
-    model: str = Field("ltx-video-tiny", description="Backend name from the registry (`ltx-video`, `ltx-video-tiny`)")
-    model_path: str | None = Field(None, description="Local diffusers directory or hub id (ltx-video)")
+    model: str = Field(
+        "ltx-video-tiny",
+        description="Backend: `ltx-video`, `ltx-video-tiny` (text-to-video), `latentsync`, `latentsync-tiny` (lip-sync)",
+    )
+    model_path: str | None = Field(
+        None, description="ltx-video: local diffusers directory or hub id; latentsync: the checkpoint directory"
+    )
     model_revision: str | None = Field(None, description="Model revision, reported in responses; a hub revision")
     device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N`")
     dtype: str = Field("auto", description="`auto` (bf16 on CUDA, float32 on CPU), `float32`, `bfloat16`, `float16`")
@@ -138,6 +143,25 @@ class Settings(BaseSettings):
         5, gt=0, description="How often a running job's lease and progress are renewed"
     )
     job_ttl_days: int = Field(30, ge=1, description="Days until a job document expires (`expire_at`, a TTL field)")
+
+    # LatentSync (MODEL=latentsync / latentsync-tiny).
+    latentsync_variant: Literal["1.5", "1.6"] = Field("1.6", description="1.5: 256 px faces, 1.6: 512 px faces")
+    latentsync_deepcache: bool = Field(True, description="Reuse deep UNet features between steps (upstream default)")
+    latentsync_deepcache_interval: int = Field(3, ge=1, le=10, description="DeepCache: a full UNet pass every N steps")
+    latentsync_face_grace_frames: int = Field(
+        25, ge=1, description="No face in this many first frames fails the request with `no_face_detected`"
+    )
+    lipsync_max_seconds: float = Field(60, gt=0, description="Longest speech or video input (413 `input_too_long`)")
+    lipsync_max_pixels: int = Field(
+        1920 * 1080, ge=4096, description="Largest video_in frame, width x height (422 `input_too_large`)"
+    )
+    fetch_max_bytes: int = Field(
+        512 * 1024**2, ge=1024, description="Largest video_in / audio_in download (413 `input_too_large`)"
+    )
+    fetch_timeout_seconds: float = Field(60, gt=0, description="Time one input download may take in all")
+    fetch_allow_loopback: bool = Field(
+        False, description="TESTS ONLY: allow http:// and loopback input URLs (never on a server)"
+    )
 
     # Output.
     output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from serve.auth import ApiKey
 from serve.errors import ApiError, request_id_of
-from serve.schemas import ErrorResponse, HealthResponse, Lifecycle, PredictRequest, PredictResponse
+from serve.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    Lifecycle,
+    LipSyncPredictRequest,
+    PredictRequest,
+    PredictResponse,
+)
 
 router = APIRouter()
 
@@ -63,7 +70,6 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.is_serving() else 503)
 
 
-@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
 async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
     """Generate a video from a prompt and wait for it (minutes on a GPU for the default size)."""
     if request.app.state.settings.predict_via_queue:
@@ -79,6 +85,41 @@ async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> Pre
         state=request.scope["state"],
     )
     return result
+
+
+async def predict_lipsync(body: LipSyncPredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
+    """Lip-sync a face video to a speech track and wait for it: `video_in` and `audio_in` are
+    fetched (gs:// or https://), the video follows the speech's length, the speech is muxed in."""
+    service = request.app.state.service
+    result: PredictResponse = await service.predict(
+        body,
+        request_id=request_id_of(request),
+        base_url=str(request.base_url),
+        is_disconnected=request.is_disconnected,
+        state=request.scope["state"],
+    )
+    return result
+
+
+_LIPSYNC_ERRORS = {
+    **_ERRORS,
+    413: {"model": ErrorResponse, "description": "Body, input file or input duration too large"},
+    422: {
+        "model": ErrorResponse,
+        "description": "A field breaks a rule, or an input is unusable: unsafe_url, input_unreachable, "
+        "invalid_video, invalid_audio, no_face_detected, input_too_large",
+    },
+}
+
+
+def add_predict_route(app: FastAPI, *, lipsync: bool) -> None:
+    """POST /predict takes the body of the served model's task."""
+    if lipsync:
+        app.add_api_route(
+            "/predict", predict_lipsync, methods=["POST"], response_model=PredictResponse, responses=_LIPSYNC_ERRORS
+        )
+    else:
+        app.add_api_route("/predict", predict, methods=["POST"], response_model=PredictResponse, responses=_ERRORS)
 
 
 @router.get(

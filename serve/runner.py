@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from models.base import Backend, GenerationRequest, Video
+from models.base import Backend, GenerationRequest, InputError, LipSyncRequest, Video
 from serve.metrics import Metrics
 from serve.schemas import Lifecycle
 
@@ -63,23 +63,32 @@ class GpuOutOfMemory(RunnerError):
     code, status, retry_after = "gpu_out_of_memory", 503, 5
 
 
+class InputRejected(RunnerError):
+    """The backend found the request's media unusable (a 4xx with the backend's code)."""
+
+    def __init__(self, exc: InputError) -> None:
+        super().__init__(str(exc))
+        self.code, self.status = exc.code, exc.status
+
+
 @dataclass(eq=False, kw_only=True)
 class Task:
     """One request on its way through the runner; `step`/`total` are its progress."""
 
-    request: GenerationRequest
+    request: GenerationRequest | LipSyncRequest
     request_id: str
     future: asyncio.Future[Video]
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     finished_at: float | None = None
     step: int = 0
+    steps_total: int | None = None  # as the backend reports it (lip-sync: chunks x steps)
     cancel: threading.Event = field(default_factory=threading.Event)
     abort: RunnerError | None = None  # raised at the next step once `cancel` is set; default Canceled
 
     @property
     def total(self) -> int:
-        return self.request.num_inference_steps
+        return self.steps_total or self.request.num_inference_steps
 
 
 def _is_cuda_fault(exc: BaseException) -> bool:
@@ -99,7 +108,7 @@ class GpuRunner:
         queue_size: int,
         queue_timeout: float,
         generation_timeout: float,
-        warmup: GenerationRequest | None,
+        warmup: GenerationRequest | LipSyncRequest | None,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -245,7 +254,7 @@ class GpuRunner:
         self.metrics.busy.set(1)
 
         def on_step(step: int, total: int) -> None:
-            task.step = step
+            task.step, task.steps_total = step, total
             if task.cancel.is_set():
                 raise task.abort or Canceled(f"canceled at step {step} of {total}")
             if time.monotonic() > deadline:
@@ -256,6 +265,10 @@ class GpuRunner:
         except RunnerError as exc:
             self.metrics.generations.labels(exc.code).inc()
             self._resolve(task, error=exc)
+        except InputError as exc:
+            self.metrics.generations.labels(exc.code).inc()
+            log.info("input rejected", extra={"request_id": task.request_id, "error": exc.code, "reason": str(exc)})
+            self._resolve(task, error=InputRejected(exc))
         except Exception as exc:
             self._resolve(task, error=self._classify(exc, task))
         else:

@@ -54,6 +54,46 @@ class PredictRequest(BaseModel):
         return value
 
 
+class LipSyncPredictRequest(BaseModel):
+    """A LatentSync lip-sync request (MODEL=latentsync): a face video and a speech track in,
+    the same video with the mouth following the speech out (as long as the speech, with it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video_in: str = Field(
+        min_length=6, max_length=2048, description="`gs://bucket/object` or `https://...`: the video of a face"
+    )
+    audio_in: str = Field(
+        min_length=6, max_length=2048, description="`gs://bucket/object` or `https://...`: the speech (any format)"
+    )
+    guidance_scale: float = Field(1.5, ge=1.0, le=3.0, description="Audio guidance; 1.0 turns it off")
+    inference_steps: int = Field(20, ge=10, le=50, description="DDIM steps")
+    seed: int = Field(1247, ge=0, le=SEED_MAX, description="Same seed and inputs give the same video")
+    gcs_destination: str | None = Field(
+        None, pattern=GCS_URL_PATTERN, description="`gs://bucket/path.mp4` to store the video at"
+    )
+    out: str | None = Field(None, pattern=GCS_URL_PATTERN, description="Another name for gcs_destination")
+
+    @field_validator("video_in", "audio_in")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value.startswith(("gs://", "https://", "http://")):
+            raise ValueError("must be a gs:// or https:// URL (local paths and other schemes are refused)")
+        return value
+
+    @field_validator("gcs_destination", "out")
+    @classmethod
+    def _mp4_object(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".mp4"):
+            raise ValueError("must name an .mp4 object, e.g. gs://bucket/videos/clip.mp4")
+        return value
+
+    def destination(self) -> str | None:
+        if self.gcs_destination and self.out and self.gcs_destination != self.out:
+            raise ValueError("give gcs_destination or out, not two different ones")
+        return self.gcs_destination or self.out
+
+
 class PredictMetadata(BaseModel):
     """How a video was made."""
 

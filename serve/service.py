@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from models.base import GenerationRequest, Video
+from models.base import GenerationRequest, LipSyncRequest, Video
 from serve.config import Settings
-from serve.errors import ApiError
+from serve.errors import ApiError, invalid_field
+from serve.fetch import FetchError, FetchPolicy, fetch
 from serve.gcs import Destination, DestinationExists, GcsOutput, UploadFailed
 from serve.limits import check_limits
 from serve.metrics import Metrics
 from serve.runner import GpuRunner, RunnerError, Task
-from serve.schemas import PredictMetadata, PredictRequest, PredictResponse
+from serve.schemas import LipSyncPredictRequest, PredictMetadata, PredictRequest, PredictResponse
 from serve.storage import LocalStore
 from serve.video import encode_mp4
 
@@ -36,7 +40,9 @@ class PredictionService:
         store: LocalStore,
         metrics: Metrics,
         gcs: GcsOutput | None = None,
+        storage_client: Callable[[], Any] | None = None,
     ) -> None:
+        self.storage_client = storage_client
         self.settings = settings
         self.runner = runner
         self.store = store
@@ -45,7 +51,7 @@ class PredictionService:
 
     async def predict(
         self,
-        body: PredictRequest,
+        body: PredictRequest | LipSyncPredictRequest,
         *,
         request_id: str,
         base_url: str,
@@ -53,26 +59,46 @@ class PredictionService:
         state: dict[str, Any],
         on_task: Callable[[Task], None] | None = None,
     ) -> PredictResponse:
-        # 1. Validate against this server's bounds, and where the video will go.
-        check_limits(body, self.settings)
-        destination = self.gcs.destination(request_id, body.gcs_destination) if self.gcs else None
-        request = GenerationRequest(**body.model_dump(exclude={"gcs_destination"}))
-
+        # 1. Validate against this server's bounds, and where the video will go; lip-sync
+        #    inputs are downloaded here, before the request takes a place in the GPU queue.
+        inputs: Path | None = None
+        request: GenerationRequest | LipSyncRequest
+        if isinstance(body, LipSyncPredictRequest):
+            try:
+                destination_uri = body.destination()
+            except ValueError as exc:
+                raise invalid_field("out", str(exc)) from None
+            destination = self.gcs.destination(request_id, destination_uri) if self.gcs else None
+            inputs = Path(tempfile.mkdtemp(prefix="videogen-inputs-"))
+            try:
+                request = await self._fetch_inputs(body, request_id, inputs)
+            except BaseException:
+                shutil.rmtree(inputs, ignore_errors=True)
+                raise
+        else:
+            check_limits(body, self.settings)
+            destination = self.gcs.destination(request_id, body.gcs_destination) if self.gcs else None
+            request = GenerationRequest(**body.model_dump(exclude={"gcs_destination"}))
         # 2. Queue for the GPU and wait, dropping the request if the client leaves while queued.
-        task = Task(request=request, request_id=request_id, future=asyncio.get_running_loop().create_future())
         try:
-            self.runner.submit(task)
-        except RunnerError as exc:
-            raise _as_api_error(exc) from None
-        if on_task is not None:
-            on_task(task)
-        video = await self._await_result(task, is_disconnected)
-
+            task = Task(request=request, request_id=request_id, future=asyncio.get_running_loop().create_future())
+            try:
+                self.runner.submit(task)
+            except RunnerError as exc:
+                raise _as_api_error(exc) from None
+            if on_task is not None:
+                on_task(task)
+            video = await self._await_result(task, is_disconnected)
+        finally:
+            if inputs is not None:
+                shutil.rmtree(inputs, ignore_errors=True)
         # 3. Encode and store off the event loop; the GPU is already free for the next request.
         path = self.store.path_for(request_id)
         started = time.perf_counter()
         try:
-            size = await asyncio.to_thread(
+            if video.path is not None:  # streamed to disk by the backend (lip-sync)
+                os.replace(video.path, path)
+            size = path.stat().st_size if video.path is not None else await asyncio.to_thread(
                 encode_mp4,
                 video.frames,
                 video.fps,
@@ -116,6 +142,37 @@ class PredictionService:
                 parameters=body.model_dump(),
                 timings=timings,
             ),
+        )
+
+    async def _fetch_inputs(self, body: LipSyncPredictRequest, request_id: str, folder: Path) -> LipSyncRequest:
+        policy = FetchPolicy(
+            max_bytes=self.settings.fetch_max_bytes,
+            timeout=self.settings.fetch_timeout_seconds,
+            allow_loopback=self.settings.fetch_allow_loopback,
+        )
+        paths = {}
+        for field in ("video_in", "audio_in"):
+            url = getattr(body, field)
+            paths[field] = folder / field
+            started = time.perf_counter()
+            try:
+                size = await asyncio.to_thread(fetch, self.storage_client, url, paths[field], field, policy)
+            except FetchError as exc:
+                self.metrics.rejected.labels(exc.code).inc()
+                raise ApiError(exc.status, exc.code, str(exc)) from None
+            log.info(
+                "input fetched",
+                extra={"request_id": request_id, "field": field, "bytes": size,
+                       "seconds": round(time.perf_counter() - started, 3)},
+            )
+        output = self.store.path_for(request_id)
+        return LipSyncRequest(
+            video_path=paths["video_in"],
+            audio_path=paths["audio_in"],
+            output_path=output.with_name(f".{output.name}.partial"),
+            guidance_scale=body.guidance_scale,
+            num_inference_steps=body.inference_steps,
+            seed=body.seed,
         )
 
     async def _upload(self, path: Path, destination: Destination, request_id: str, timings: dict[str, float]) -> str:

@@ -82,6 +82,7 @@ def ping_pong(source_frames: int, output_frames: int) -> list[int]:
 
 class LatentSyncBackend:
     name = "latentsync"
+    task = "lip-sync"
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options
