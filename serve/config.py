@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     # The model.
     model: str = Field(
         "ltx-video-tiny",
-        description="Backend: `ltx-video`, `ltx-video-tiny` (text-to-video), `latentsync`, `latentsync-tiny` (lip-sync)",
+        description="Backend: `ltx-video`, `ltx-video-tiny` (text-to-video); `latentsync`, `latentsync-tiny` "
+        "(lip-sync)",
     )
     model_path: str | None = Field(
         None, description="ltx-video: local diffusers directory or hub id; latentsync: the checkpoint directory"

@@ -98,13 +98,17 @@ class PredictionService:
         try:
             if video.path is not None:  # streamed to disk by the backend (lip-sync)
                 os.replace(video.path, path)
-            size = path.stat().st_size if video.path is not None else await asyncio.to_thread(
-                encode_mp4,
-                video.frames,
-                video.fps,
-                path,
-                crf=self.settings.video_crf,
-                preset=self.settings.video_preset,
+            size = (
+                path.stat().st_size
+                if video.path is not None
+                else await asyncio.to_thread(
+                    encode_mp4,
+                    video.frames,
+                    video.fps,
+                    path,
+                    crf=self.settings.video_crf,
+                    preset=self.settings.video_preset,
+                )
             )
         except OSError as exc:  # disk full, output directory gone: fail this request, keep serving
             self.metrics.generations.labels("storage_failed").inc()
@@ -162,8 +166,12 @@ class PredictionService:
                 raise ApiError(exc.status, exc.code, str(exc)) from None
             log.info(
                 "input fetched",
-                extra={"request_id": request_id, "field": field, "bytes": size,
-                       "seconds": round(time.perf_counter() - started, 3)},
+                extra={
+                    "request_id": request_id,
+                    "field": field,
+                    "bytes": size,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
             )
         output = self.store.path_for(request_id)
         return LipSyncRequest(

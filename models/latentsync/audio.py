@@ -132,6 +132,8 @@ class WhisperDims:
 class WhisperEncoder(nn.Module):
     """Whisper's audio encoder; `forward` returns every layer's activations (frames, 5, 384)."""
 
+    positional_embedding: torch.Tensor
+
     def __init__(self, dims: WhisperDims) -> None:
         super().__init__()
         self.dims = dims
@@ -217,7 +219,9 @@ def chunk_indices(num_features: int, fps: int = 25, left: int = 2, right: int = 
     while True:
         start = int(i * per_frame)
         center = int(i * FEATURES_PER_SECOND / fps)
-        chunks.append([min(max(idx, 0), num_features - 1) for idx in range(center - left * 2, center + (right + 1) * 2)])
+        chunks.append(
+            [min(max(idx, 0), num_features - 1) for idx in range(center - left * 2, center + (right + 1) * 2)]
+        )
         i += 1
         if start > num_features:
             return chunks

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from models.base import BackendOptions, InputError, LipSyncRequest, StepCallback, Video
-from models.latentsync.audio import WhisperDims, audio_features, feature_chunks, load_whisper, strict_load
+from models.latentsync.audio import audio_features, feature_chunks, load_whisper, strict_load
 from models.latentsync.denoise import denoise, guided_audio, make_scheduler
 from models.latentsync.face import FaceAligner, paste_back, resize_face_to_box
 from models.latentsync.media import FPS, SAMPLE_RATE, MediaLimits, VideoWriter, read_audio, read_video
@@ -52,7 +52,7 @@ class LipSyncOptions:
     deepcache: bool = True
     deepcache_interval: int = 3
     face_grace_frames: int = 25  # no face in the first N frames: no_face_detected
-    limits: MediaLimits = MediaLimits()
+    limits: MediaLimits = field(default_factory=MediaLimits)
 
 
 def lower_face_mask(resolution: int) -> torch.Tensor:
@@ -109,8 +109,10 @@ class LatentSyncBackend:
             if not (root / name).is_file():
                 raise FileNotFoundError(f"{root / name} is missing (see the README's LatentSync weight layout)")
         self.device = resolve_device(self.options.device)
-        self.dtype = torch.float16 if self.options.dtype == "auto" and self.device.type == "cuda" else (
-            resolve_dtype(self.options.dtype, self.device)
+        self.dtype = (
+            torch.float16
+            if self.options.dtype == "auto" and self.device.type == "cuda"
+            else (resolve_dtype(self.options.dtype, self.device))
         )
         config = UNetConfig()
         if (root / UNET_CONFIG_FILE).is_file():
@@ -128,7 +130,8 @@ class LatentSyncBackend:
         self.whisper = load_whisper(root / WHISPER_FILE, self.device)
         if self.whisper.dims.n_audio_state != config.cross_attention_dim:
             raise ValueError(
-                f"whisper width {self.whisper.dims.n_audio_state} != UNet cross_attention_dim {config.cross_attention_dim}"
+                f"whisper width {self.whisper.dims.n_audio_state} != "
+                f"UNet cross_attention_dim {config.cross_attention_dim}"
             )
         vae = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
         self.vae = vae.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
@@ -165,7 +168,9 @@ class LatentSyncBackend:
         started = time.perf_counter()
         samples = read_audio(request.audio_path, self.lipsync.limits)
         # One frame per 1/25 s of speech (upstream's chunk loop runs two frames past the end).
-        chunks = feature_chunks(audio_features(self.whisper, samples), FPS)[: math.ceil(len(samples) / SAMPLE_RATE * FPS)]
+        chunks = feature_chunks(audio_features(self.whisper, samples), FPS)[
+            : math.ceil(len(samples) / SAMPLE_RATE * FPS)
+        ]
         timings["audio_features"] = time.perf_counter() - started
         with read_video(request.video_path, self.lipsync.limits) as frames:
             timings["decode_video"] = time.perf_counter() - started - timings["audio_features"]
@@ -233,7 +238,9 @@ class LatentSyncBackend:
             mark = time.perf_counter()
             faces = np.stack(
                 [
-                    cv2.resize(aligner.crop(np.asarray(frames[s]), matrices[s]), (r, r), interpolation=cv2.INTER_LANCZOS4)
+                    cv2.resize(
+                        aligner.crop(np.asarray(frames[s]), matrices[s]), (r, r), interpolation=cv2.INTER_LANCZOS4
+                    )
                     for s in sources
                 ]
             )
@@ -246,7 +253,9 @@ class LatentSyncBackend:
             conditioning = torch.cat([mask, masked, reference], dim=1).transpose(0, 1)[None]
             timings["vae_encode"] += time.perf_counter() - mark
             mark = time.perf_counter()
-            audio = guided_audio(chunks[c * CHUNK_FRAMES : (c + 1) * CHUNK_FRAMES].to(dev, dtype), request.guidance_scale)
+            audio = guided_audio(
+                chunks[c * CHUNK_FRAMES : (c + 1) * CHUNK_FRAMES].to(dev, dtype), request.guidance_scale
+            )
             done = c * request.num_inference_steps
 
             def step(j: int, _: dict[str, torch.Tensor], done: int = done) -> None:
@@ -286,10 +295,13 @@ class LatentSyncBackend:
         audio = feature_chunks(audio_features(self.whisper, np.zeros(SAMPLE_RATE, np.float32)), FPS)[:CHUNK_FRAMES]
         self._landmarker.points(np.zeros((r, r, 3), np.uint8))
         latents = self.vae.encode(torch.zeros(1, 3, r, r, device=dev, dtype=dtype)).latent_dist.mean
-        self.vae.decode(latents).sample
+        self.vae.decode(latents)
         sample = torch.zeros(2, self.unet.config.in_channels, CHUNK_FRAMES, latent, latent, device=dev, dtype=dtype)
         self.unet(sample, 500, guided_audio(audio.to(dev, dtype), 1.5))
         on_step(1, 1)
         return Video(
-            frames=np.zeros((0, 1, 1, 3), np.uint8), fps=FPS, timings={"warmup": time.perf_counter() - started}, path=Path()
+            frames=np.zeros((0, 1, 1, 3), np.uint8),
+            fps=FPS,
+            timings={"warmup": time.perf_counter() - started},
+            path=Path(),
         )

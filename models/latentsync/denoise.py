@@ -24,7 +24,7 @@ SCHEDULER_CONFIG = {
 
 
 def make_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**SCHEDULER_CONFIG)  # type: ignore[arg-type]
+    return DDIMScheduler(**SCHEDULER_CONFIG)
 
 
 def guided_audio(audio: torch.Tensor, guidance_scale: float) -> torch.Tensor:

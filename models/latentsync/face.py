@@ -139,7 +139,9 @@ class FaceAligner:
     def align(self, frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> (model-resolution face, uint8 RGB; the 2x3 matrix)."""
         matrix = self.matrix(points)
-        face = cv2.resize(self.crop(frame, matrix), (self.resolution, self.resolution), interpolation=cv2.INTER_LANCZOS4)
+        face = cv2.resize(
+            self.crop(frame, matrix), (self.resolution, self.resolution), interpolation=cv2.INTER_LANCZOS4
+        )
         return face, matrix
 
 
@@ -159,7 +161,7 @@ def paste_back(frame: np.ndarray, face: torch.Tensor, matrix: np.ndarray) -> np.
     mask = _erode_2x2(warp_affine(ones, inverse, (h, w), fill=None))
     pasted = mask[0] * inv_face
     edge = int(float(mask.sum()) ** 0.5) // 20
-    centre = mask[0, 0].numpy().astype(np.float32)
+    centre: np.ndarray = mask[0, 0].numpy().astype(np.float32)
     if edge > 0:
         centre = cv2.erode(centre, np.ones((edge * 2, edge * 2), np.uint8))
     blur = edge * 2 + 1
@@ -177,5 +179,3 @@ def box_size(resolution: int) -> tuple[int, int]:
     """(height, width) of the face box at a model resolution."""
     w, h = FaceAligner(resolution).face_size
     return h, w
-
-

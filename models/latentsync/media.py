@@ -8,6 +8,7 @@ The output is written frame by frame as the chunks finish, with the speech muxed
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,7 +137,7 @@ class VideoWriter:
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": str(crf), "preset": preset}
         self.audio = self.container.add_stream("aac", rate=SAMPLE_RATE)
-        self.audio.layout = "mono"  # type: ignore[union-attr]
+        self.audio.layout = "mono"
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -165,8 +166,6 @@ class VideoWriter:
         return self.path.stat().st_size
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the request already failed; do not mask why
             self.container.close()
-        except Exception:  # noqa: BLE001 - the request already failed; do not mask why
-            pass
         self.path.unlink(missing_ok=True)

@@ -93,7 +93,7 @@ def _normalise(value: Any) -> Any:
 class FrameConv(nn.Conv2d):
     """A 2D convolution applied to every frame of a (b, c, f, h, w) tensor."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, f, _, _ = x.shape
         y = super().forward(x.transpose(1, 2).flatten(0, 1))
         return y.unflatten(0, (b, f)).transpose(1, 2)
@@ -210,6 +210,8 @@ class SpatialTransformer(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
+    pe: torch.Tensor
+
     def __init__(self, dim: int, max_len: int) -> None:
         super().__init__()
         position = torch.arange(max_len).unsqueeze(1)
@@ -311,9 +313,7 @@ class Layer:
     """One resnet (+ spatial transformer) (+ motion module) step of a block, run in order."""
 
     @staticmethod
-    def run(
-        block: nn.Module, i: int, x: torch.Tensor, temb: torch.Tensor, audio: torch.Tensor | None
-    ) -> torch.Tensor:
+    def run(block: Any, i: int, x: torch.Tensor, temb: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         x = block.resnets[i](x, temb)
         attentions = getattr(block, "attentions", None)
         if attentions is not None:
@@ -381,7 +381,9 @@ class UpBlock(nn.Module):
                 for i in range(n)
             ]
         )
-        self.motion_modules = nn.ModuleList([MotionModule(cout, cfg.motion_heads, cfg.motion_max_len) for _ in range(n)])
+        self.motion_modules = nn.ModuleList(
+            [MotionModule(cout, cfg.motion_heads, cfg.motion_max_len) for _ in range(n)]
+        )
         self.upsamplers = nn.ModuleList([Upsample(cout)]) if upsample else None
 
     def forward(
@@ -498,19 +500,22 @@ class LatentSyncUNet(nn.Module):
     ) -> torch.Tensor:
         temb = self.time_features(timestep, sample.shape[0], sample.device)
         x = self.conv_in(sample)
-        last = self.up_blocks[-1]
+        last: Any = self.up_blocks[-1]
         if deep_cache is not None and not deep_cache.full_pass():
             deep_cache.step += 1
-            out = last(deep_cache.hidden, [x], temb, audio, None, layers=range(len(last.resnets) - 1, len(last.resnets)))
+            out = last(
+                deep_cache.hidden, [x], temb, audio, None, layers=range(len(last.resnets) - 1, len(last.resnets))
+            )
             return self._head(out)
         skips = [x]
-        for block in self.down_blocks:
-            x, block_skips = block(x, temb, audio)
+        for down in self.down_blocks:
+            x, block_skips = down(x, temb, audio)
             skips += block_skips
         x = self.mid_block(x, temb, audio)
         upsample_size = None
         odd = any(s % 2 ** (len(self.up_blocks) - 1) for s in sample.shape[-2:])
-        for i, block in enumerate(self.up_blocks):
+        for i, up in enumerate(self.up_blocks):
+            block: Any = up
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             if odd and i < len(self.up_blocks) - 1:

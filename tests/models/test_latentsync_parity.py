@@ -60,7 +60,11 @@ def test_a_wrong_checkpoint_is_refused_with_the_keys_that_differ(tiny_unet: Late
 
 @pytest.mark.parametrize(
     ("output", "timestep", "audio"),
-    [("sample", "timestep", True), ("sample_no_audio", "timestep", False), ("sample_timestep_vec", "timestep_vec", True)],
+    [
+        ("sample", "timestep", True),
+        ("sample_no_audio", "timestep", False),
+        ("sample_timestep_vec", "timestep_vec", True),
+    ],
 )
 def test_tiny_unet_reproduces_upstream(tiny_unet: LatentSyncUNet, output: str, timestep: str, audio: bool) -> None:
     root = fixtures() / "unet_tiny"
