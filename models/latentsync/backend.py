@@ -239,7 +239,7 @@ class LatentSyncBackend:
             faces = np.stack(
                 [
                     cv2.resize(
-                        aligner.crop(np.asarray(frames[s]), matrices[s]), (r, r), interpolation=cv2.INTER_LANCZOS4
+                        aligner.crop(np.asarray(frames[s]), matrices[s], dev), (r, r), interpolation=cv2.INTER_LANCZOS4
                     )
                     for s in sources
                 ]
@@ -274,7 +274,8 @@ class LatentSyncBackend:
             timings["denoise"] += time.perf_counter() - mark
             mark = time.perf_counter()
             decoded = self.vae.decode(latents[0].transpose(0, 1) / VAE_SCALING).sample
-            decoded = (decoded * (1 - self.mask) + pixels * self.mask).float().cpu()
+            # Paste-back runs on the device in float32; the chunk leaves the GPU frame by frame.
+            decoded = (decoded * (1 - self.mask) + pixels * self.mask).float()
             timings["vae_decode"] += time.perf_counter() - mark
             mark = time.perf_counter()
             for k, s in enumerate(sources):

@@ -129,12 +129,12 @@ class FaceAligner:
             result[:, 2] = result[:, 2] + bias
         return result.numpy()
 
-    def crop(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    def crop(self, frame: np.ndarray, matrix: np.ndarray, device: torch.device | None = None) -> np.ndarray:
         """The face box (h, w, 3) uint8 cut out of an RGB frame; values truncated, as upstream."""
-        image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+        image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float()
         w, h = self.face_size
-        warped = warp_affine(image, torch.from_numpy(matrix)[None], (h, w))
-        return warped[0].permute(1, 2, 0).numpy().astype(np.uint8)
+        warped = warp_affine(image, torch.from_numpy(matrix).to(image.device)[None], (h, w))
+        return warped[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
 
     def align(self, frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> (model-resolution face, uint8 RGB; the 2x3 matrix)."""
@@ -151,28 +151,30 @@ def resize_face_to_box(face: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 
 
 def paste_back(frame: np.ndarray, face: torch.Tensor, matrix: np.ndarray) -> np.ndarray:
-    """Blend a generated face (3, box_h, box_w) in [-1, 1] into the RGB frame it was cut from."""
+    """Blend a generated face (3, box_h, box_w) in [-1, 1] into the RGB frame it was cut from.
+    Runs on `face`'s device (the GPU in serving); float32 throughout."""
+    device = face.device
     h, w, _ = frame.shape
-    m = torch.from_numpy(np.asarray(matrix, dtype=np.float32))[None]
+    m = torch.from_numpy(np.asarray(matrix, dtype=np.float32)).to(device)[None]
     inverse = invert_affine(m)
     inv_face = warp_affine(face[None].float(), inverse, (h, w))[0]
     inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
-    ones = torch.ones(1, 1, face.shape[1], face.shape[2])
+    ones = torch.ones(1, 1, face.shape[1], face.shape[2], device=device)
     mask = _erode_2x2(warp_affine(ones, inverse, (h, w), fill=None))
     pasted = mask[0] * inv_face
     edge = int(float(mask.sum()) ** 0.5) // 20
-    centre: np.ndarray = mask[0, 0].numpy().astype(np.float32)
+    centre: np.ndarray = mask[0, 0].cpu().numpy().astype(np.float32)
     if edge > 0:
         centre = cv2.erode(centre, np.ones((edge * 2, edge * 2), np.uint8))
     blur = edge * 2 + 1
     sigma = 0.3 * ((blur - 1) * 0.5 - 1) + 0.8
-    soft = torch.from_numpy(centre)[None, None]
+    soft = torch.from_numpy(centre).to(device)[None, None]
     if blur > 1:
         soft = _gaussian_blur(soft, blur, sigma)
     soft = soft[0]
-    original = torch.from_numpy(frame).permute(2, 0, 1).float()
+    original = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).float()
     out = soft * pasted + (1 - soft) * original
-    return out.permute(1, 2, 0).contiguous().to(torch.uint8).numpy()
+    return out.permute(1, 2, 0).contiguous().to(torch.uint8).cpu().numpy()
 
 
 def box_size(resolution: int) -> tuple[int, int]:
