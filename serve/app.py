@@ -21,6 +21,7 @@ from serve.auth import KeyStore
 from serve.config import Settings
 from serve.errors import install_error_handlers
 from serve.gcs import GcsOutput
+from serve.job_routes import add_job_routes
 from serve.job_routes import router as job_router
 from serve.jobs import jobs_from_settings, start_worker
 from serve.limits import publish_limits
@@ -135,8 +136,6 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         )
     backend = backend or backend_from_settings(settings)
     lipsync = is_lipsync(backend)
-    if lipsync and settings.jobs_enabled:
-        raise ValueError("JOBS_ENABLED is not available with a lip-sync MODEL yet: use POST /predict")
     runner = GpuRunner(
         backend=backend,
         metrics=metrics,
@@ -183,6 +182,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.settings, app.state.keys, app.state.store = settings, keys, store
+    app.state.lipsync = lipsync
     app.state.runner, app.state.metrics, app.state.key_refresher = runner, metrics, refresher
     gcs = gcs_from_settings(settings)
     app.state.service = PredictionService(
@@ -200,6 +200,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
     if jobs is not None:
         app.state.jobs, app.state.job_queue, app.state.subscriber = jobs
         app.include_router(job_router)
+        add_job_routes(app, lipsync=lipsync)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, project=settings.gcp_project
     )

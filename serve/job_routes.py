@@ -9,14 +9,25 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from serve.auth import ApiKey
 from serve.errors import ApiError, invalid_field
+from serve.fetch import FetchError, FetchPolicy
+from serve.fetch import check_url as check_input_url
 from serve.jobs import JobStore, describe
 from serve.limits import check_limits
-from serve.schemas import ErrorResponse, JobLogResponse, JobRequest, JobResponse, PredictRequest, PredictResponse
+from serve.schemas import (
+    ErrorResponse,
+    JobLogResponse,
+    JobRequest,
+    JobResponse,
+    LipSyncJobRequest,
+    LipSyncPredictRequest,
+    PredictRequest,
+    PredictResponse,
+)
 from serve.webhooks import UnsafeUrl, check_url
 
 log = logging.getLogger("serve.jobs")
@@ -59,16 +70,34 @@ async def _own_job(request: Request, job_id: str) -> dict[str, Any]:
     return job
 
 
-@router.post("/jobs", status_code=202, response_model=JobResponse, responses=_404)
-async def submit(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
-    """Queue a generation and return at once; poll the job, or its `links`."""
-    settings = request.app.state.settings
-    check_limits(body, settings)
-    gcs = request.app.state.service.gcs
-    if body.gcs_destination is not None:
+def _check_body(body: PredictRequest | LipSyncPredictRequest, settings: Any, gcs: Any) -> None:
+    """What can be refused before queueing: bounds, destination bucket, input URL schemes."""
+    if isinstance(body, LipSyncPredictRequest):
+        try:
+            destination = body.destination()
+        except ValueError as exc:
+            raise invalid_field("out", str(exc)) from None
+        policy = FetchPolicy(allow_loopback=settings.fetch_allow_loopback)
+        for field in ("video_in", "audio_in"):
+            url = getattr(body, field)
+            if not url.startswith("gs://"):
+                try:
+                    check_input_url(url, field, policy)
+                except FetchError as exc:
+                    raise ApiError(exc.status, exc.code, str(exc)) from None
+    else:
+        check_limits(body, settings)
+        destination = body.gcs_destination
+    if destination is not None:
         if gcs is None:
             raise ApiError(422, "invalid_request", "gcs_destination: no Cloud Storage output is configured")
-        gcs.destination("check", body.gcs_destination)  # the bucket must be allowed; 422 otherwise
+        gcs.destination("check", destination)  # the bucket must be allowed; 422 otherwise
+
+
+async def submit(body: JobRequest | LipSyncJobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
+    """Queue a generation and return at once; poll the job, or its `links`."""
+    settings = request.app.state.settings
+    _check_body(body, settings, request.app.state.service.gcs)
     if body.webhook_url is not None:
         await asyncio.to_thread(_check_webhook, body.webhook_url, settings)
     payload = body.model_dump(exclude={"idempotency_key", "webhook_url"})
@@ -91,14 +120,21 @@ _STATUS_OF = {
     "shutting_down": 503,
     "upload_failed": 503,
     "generation_timeout": 504,
+    "input_too_long": 413,
+    "unsafe_url": 422,
+    "input_unreachable": 422,
+    "input_too_large": 422,
+    "invalid_video": 422,
+    "invalid_audio": 422,
+    "no_face_detected": 422,
 }
 
 
-async def predict_through_queue(body: PredictRequest, request: Request) -> PredictResponse:
+async def predict_through_queue(body: PredictRequest | LipSyncPredictRequest, request: Request) -> PredictResponse:
     """/predict when PREDICT_VIA_QUEUE is on: the same answer, but the work goes through the job
     queue, so any server can take the call and any GPU VM can run it."""
     settings = request.app.state.settings
-    check_limits(body, settings)
+    _check_body(body, settings, request.app.state.service.gcs)
     store: JobStore = request.app.state.jobs
     job, _ = await _enqueue(request, body.model_dump(), None, None)
     job_id = job["job_id"]
@@ -115,10 +151,23 @@ async def predict_through_queue(body: PredictRequest, request: Request) -> Predi
     raise ApiError(504, "generation_timeout", f"no result in time; the job goes on: GET /jobs/{job_id}")
 
 
-@router.post("/process", status_code=202, response_model=JobResponse, responses=_404, include_in_schema=True)
-async def process(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
-    """Alias of POST /jobs."""
+async def submit_lipsync(body: LipSyncJobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
+    """Queue a lip-sync and return at once; poll the job, or its `links`."""
     return await submit(body, request, key_id)
+
+
+async def submit_generation(body: JobRequest, request: Request, key_id: ApiKey) -> JSONResponse:
+    """Queue a generation and return at once; poll the job, or its `links`."""
+    return await submit(body, request, key_id)
+
+
+def add_job_routes(app: FastAPI, *, lipsync: bool) -> None:
+    """POST /jobs and its alias /process take the body of the served model's task."""
+    endpoint = submit_lipsync if lipsync else submit_generation
+    for path in ("/jobs", "/process"):
+        app.add_api_route(
+            path, endpoint, methods=["POST"], status_code=202, response_model=JobResponse, responses=_404, tags=["jobs"]
+        )
 
 
 @router.get("/jobs/{job_id}", response_model=JobResponse, responses=_404)

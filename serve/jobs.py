@@ -530,7 +530,7 @@ def jobs_from_settings(settings: Any) -> tuple[JobStore, JobQueue, pubsub_v1.Sub
 
 def start_worker(app: Any, settings: Any, jobs: tuple[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> JobWorker:
     """The worker loop of this server, running jobs through the same path as /predict."""
-    from serve.schemas import PredictRequest
+    from serve.schemas import LipSyncPredictRequest, PredictRequest
     from serve.service import never_disconnected
 
     store, _queue, subscriber = jobs
@@ -539,7 +539,11 @@ def start_worker(app: Any, settings: Any, jobs: tuple[Any, Any, Any], loop: asyn
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
 
     async def run_job(job: dict[str, Any], on_task: Callable[[Task], None]) -> Outcome:
-        body = PredictRequest.model_validate(job["request"])
+        body: PredictRequest | LipSyncPredictRequest
+        if app.state.lipsync:
+            body = LipSyncPredictRequest.model_validate(job["request"])
+        else:
+            body = PredictRequest.model_validate(job["request"])
         state: dict[str, Any] = {}
         try:
             response = await service.predict(

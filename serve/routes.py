@@ -90,6 +90,10 @@ async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> Pre
 async def predict_lipsync(body: LipSyncPredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
     """Lip-sync a face video to a speech track and wait for it: `video_in` and `audio_in` are
     fetched (gs:// or https://), the video follows the speech's length, the speech is muxed in."""
+    if request.app.state.settings.predict_via_queue:
+        from serve.job_routes import predict_through_queue
+
+        return await predict_through_queue(body, request)
     service = request.app.state.service
     result: PredictResponse = await service.predict(
         body,

@@ -150,9 +150,7 @@ class HealthResponse(BaseModel):
     in_flight: int = Field(description="Requests waiting or running; a drain is done when it reaches 0")
 
 
-class JobRequest(PredictRequest):
-    """A job: the /predict body, plus an optional idempotency key."""
-
+class _JobFields(BaseModel):
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -162,6 +160,14 @@ class JobRequest(PredictRequest):
     webhook_url: str | None = Field(
         None, max_length=2000, description="POSTed the job, signed, when it ends (http(s), public addresses only)"
     )
+
+
+class JobRequest(PredictRequest, _JobFields):
+    """A job: the /predict body, plus an optional idempotency key and webhook."""
+
+
+class LipSyncJobRequest(LipSyncPredictRequest, _JobFields):
+    """A lip-sync job (MODEL=latentsync): the lip-sync /predict body, plus the job fields."""
 
 
 class JobProgress(BaseModel):

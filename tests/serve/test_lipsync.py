@@ -27,6 +27,8 @@ from models.latentsync.tiny import LatentSyncTinyBackend
 from serve.video import encode_mp4
 from tests.conftest import KEY, GcsEmulator, LiveServer, live_server, make_settings
 from tests.latentsync_fixtures import fixtures
+from tests.serve.test_jobs import ALPHA, JobsEnv
+from tests.serve.test_jobs import jobs_env as jobs_env  # a fixture
 
 SOURCE_FRAMES = 40  # 1.6 s of video for 2.0 s of speech: the clip plays forwards then backwards
 
@@ -295,3 +297,37 @@ def test_oversize_and_overlong_inputs_are_refused(
     finally:
         backend.lipsync = original
     assert (status, answer["error"]) == (413, "input_too_long"), answer
+
+
+def test_lipsync_through_the_job_api(
+    jobs_env: JobsEnv, tmp_path: Path, file_server: str, backend: LatentSyncTinyBackend
+) -> None:
+    settings = jobs_env.settings(tmp_path, model="latentsync-tiny", fetch_allow_loopback=True)
+    headers = {"X-API-Key": ALPHA}
+    with live_server(settings, backend=backend) as server, server.client() as client:
+        bad = client.post("/jobs", json={"video_in": "file:///etc/passwd", "audio_in": "x"}, headers=headers)
+        assert bad.status_code == 422
+        unsafe = client.post(
+            "/jobs", json={"video_in": "https://169.254.169.254/v1/", "audio_in": "https://[::1]/a"}, headers=headers
+        )
+        assert unsafe.status_code == 202  # addresses are checked when the worker fetches...
+        body = {"video_in": f"{file_server}/face.mp4", "audio_in": f"{file_server}/speech.wav", "inference_steps": 10}
+        submitted = client.post("/jobs", json=body, headers=headers)
+        assert submitted.status_code == 202, submitted.text
+        jobs = {unsafe.json()["job_id"]: None, submitted.json()["job_id"]: None}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(jobs.values()):
+            for job_id in jobs:
+                state = client.get(f"/jobs/{job_id}", headers=headers).json()
+                if state["status"] in ("succeeded", "failed", "canceled"):
+                    jobs[job_id] = state
+            time.sleep(0.3)
+        failed, done = jobs[unsafe.json()["job_id"]], jobs[submitted.json()["job_id"]]
+        assert failed["status"] == "failed" and failed["error"]["code"] == "unsafe_url"  # ...and refused, final
+        assert done["status"] == "succeeded", done
+        assert done["progress"]["total"] == 4 * 10  # 50 frames: 4 chunks of 10 steps
+        # The worker's video_url names the configured port; this test server listens elsewhere.
+        video = client.get(f"/videos/{done['result']['video_url'].rsplit('/', 1)[1]}", headers=headers)
+    with av.open(io.BytesIO(video.content)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert container.streams.video[0].frames == 50
