@@ -42,6 +42,8 @@ from serve.video import encode_mp4
 VARIANTS = {
     "plain": OptimizeOptions(mode="exact", compile="off", attention_backend="off", fuse_qkv="off"),
     "exact": OptimizeOptions(mode="exact"),
+    # Exact mode with CUDA graphs (compile mode reduce-overhead); opt-in until measured.
+    "exact-graphs": OptimizeOptions(mode="exact", cuda_graphs="on"),
     # Fast mode's switches one at a time, then together, so an operator can choose.
     "fast-cache": OptimizeOptions(mode="fast", fp8=False),
     "fast-fp8": OptimizeOptions(mode="fast", cache_threshold=0.0),
@@ -106,6 +108,7 @@ class Result:
     runs: list[dict[str, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     peak_gib: float | None = None
+    stage_peak_gib: dict[str, float] = field(default_factory=dict)
     latent_error: float | None = None
     psnr_vs_exact: float | None = None
     optimizations: list[str] = field(default_factory=list)
@@ -120,6 +123,7 @@ class Result:
             "median_video_seconds": {k: round(v, 3) for k, v in median.items()},
             "first_request_extra_seconds": round(self.runs[0]["total"] - median["total"], 3),
             "peak_gib": self.peak_gib,
+            "stage_peak_gib": self.stage_peak_gib,
             "latent_relative_error": self.latent_error,
             "psnr_db_vs_exact": self.psnr_vs_exact,
             "optimizations": self.optimizations,
@@ -159,7 +163,8 @@ def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest,
         result.runs.append(run)
         result.step_seconds += [b - a for a, b in itertools.pairwise(stamps)]
     if device.type == "cuda":
-        result.peak_gib = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        result.peak_gib = round(max(backend.last_stage_peaks.values(), default=0.0), 2)
+        result.stage_peak_gib = {k: round(v, 2) for k, v in backend.last_stage_peaks.items()}
     assert backend.last_latents is not None
     latents = backend.last_latents.float().cpu()
     del backend
@@ -205,8 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="plain must come first (the reference)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results/ltx.json"))
+    parser.add_argument(
+        "--memory-cap-gib",
+        type=float,
+        default=None,
+        help="CUDA: cap this process with torch.cuda.set_per_process_memory_fraction (22 for the L4 plan)",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if cuda else "cpu")
+    if args.memory_cap_gib is not None and cuda:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
+        print(f"memory capped at {args.memory_cap_gib} GiB of {total / 2**30:.1f}", file=sys.stderr)
     request = GenerationRequest(
         prompt="a red fox running through snow, cinematic",
         height=args.height,
@@ -238,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "size": args.size,
+        "memory_cap_gib": args.memory_cap_gib if cuda else None,
         "request": {
             "height": args.height,
             "width": args.width,

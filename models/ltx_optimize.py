@@ -37,6 +37,10 @@ class OptimizeOptions:
     cache_threshold: float = 0.05  # fast mode: first-block cache threshold (0 turns it off)
     fp8: bool = True  # fast mode: fp8 matmuls through torchao, when installed and on CUDA
     compile_cache_dir: Path | None = None
+    # CUDA graphs through torch.compile's "reduce-overhead" mode: replays each compiled block's
+    # kernels without launch overhead; shapes are fixed per request size (a new size records
+    # new graphs). Opt-in until measured on a GPU.
+    cuda_graphs: str = "off"  # on | off (CUDA only; needs compile)
 
 
 @dataclass
@@ -116,6 +120,13 @@ def optimize(pipe: Any, device: torch.device, options: OptimizeOptions, probe: C
             options.compile_cache_dir.mkdir(parents=True, exist_ok=True)
             # Inductor reads its cache location from the environment; set it before compiling.
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.compile_cache_dir))
+        graphs = options.cuda_graphs == "on" and device.type == "cuda"
+        if graphs and attempt(
+            "compile_repeated_blocks:cuda_graphs",
+            lambda: transformer.compile_repeated_blocks(fullgraph=True, mode="reduce-overhead"),
+            lambda: _uncompile(transformer),
+        ):
+            return report
         attempt(
             "compile_repeated_blocks",
             lambda: transformer.compile_repeated_blocks(fullgraph=True),

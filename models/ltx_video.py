@@ -56,6 +56,8 @@ class LTXVideoBackend:
         # transformer and VAE have the GPU to themselves; it visits the GPU only to encode.
         self.offload_text_encoder = setting == "on" or (setting == "auto" and self.device.type == "cuda")
         self.last_latents: torch.Tensor | None = None
+        # CUDA only: peak GiB allocated during each stage of the last request (the benchmark's).
+        self.last_stage_peaks: dict[str, float] = {}
 
     def _build_pipeline(self) -> LTXPipeline:
         source = self.options.model_path or DEFAULT_HUB_ID
@@ -96,9 +98,13 @@ class LTXVideoBackend:
             "optimizations": [f"{o.name}={o.status}" for o in self.optimizations],
         }
 
-    def _sync(self) -> None:
+    def _sync(self, stage: str | None = None) -> None:
+        """Wait for the GPU; with `stage`, record its peak memory and start the next stage's."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+            if stage is not None:
+                self.last_stage_peaks[stage] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                torch.cuda.reset_peak_memory_stats(self.device)
 
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, on_step: StepCallback) -> Video:
@@ -116,6 +122,8 @@ class LTXVideoBackend:
             )
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
         guided = request.guidance_scale > 1.0
+        self.last_stage_peaks = {}
+        self._sync("before")
 
         # 2. Encode prompt (and the negative prompt for classifier-free guidance).
         start = time.perf_counter()
@@ -131,7 +139,7 @@ class LTXVideoBackend:
         finally:
             if self.offload_text_encoder:
                 pipe.text_encoder.to("cpu")
-        self._sync()
+        self._sync("encode_prompt")
         timings["encode_prompt"] = time.perf_counter() - start
 
         # 3. Denoise: the pipeline prepares latents and timesteps, we keep the latents.
@@ -157,14 +165,14 @@ class LTXVideoBackend:
             return_dict=False,
             callback_on_step_end=step_end,
         )[0]
-        self._sync()
+        self._sync("denoise")
         timings["denoise"] = time.perf_counter() - start
         self.last_latents = latents  # for the benchmark's comparison of modes
 
         # 4. Decode latents to pixels, exactly as the pipeline's own tail does.
         start = time.perf_counter()
         pixels = self._decode(latents, request, generator, embeds.dtype)
-        self._sync()
+        self._sync("decode")
         timings["decode"] = time.perf_counter() - start
 
         # 5. Convert to uint8 frames (F, H, W, 3) on the device, then copy once.

@@ -62,6 +62,7 @@ def backend_from_settings(settings: Settings) -> Backend:
             fuse_qkv=settings.ltx_fuse_qkv,
             cache_threshold=settings.ltx_cache_threshold,
             fp8=settings.ltx_fp8,
+            cuda_graphs=settings.ltx_cuda_graphs,
             compile_cache_dir=settings.compile_cache_dir,
         ),
         lipsync=LipSyncOptions(

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         0.05, ge=0, description="ltx-video fast mode: first-block cache threshold (0: off)"
     )
     ltx_fp8: bool = Field(True, description="ltx-video fast mode: fp8 matmuls via torchao when installed (CUDA)")
+    ltx_cuda_graphs: Literal["on", "off"] = Field(
+        "off", description="ltx-video: CUDA graphs for the compiled blocks (reduce-overhead; opt-in, unmeasured)"
+    )
     text_encoder_offload: Literal["auto", "on", "off"] = Field(
         "auto", description="Keep the text encoder in host memory between requests (`auto`: on CUDA)"
     )

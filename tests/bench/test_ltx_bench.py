@@ -16,8 +16,9 @@ def test_bench_runs_all_three_variants_and_reports(tmp_path: Path, capsys: pytes
     assert ltx.main([*argv, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     names = [v["name"] for v in report["variants"]]
-    assert names == ["plain", "exact", "fast-cache", "fast-fp8", "fast"]
-    plain, exact, cache, fp8, fast = report["variants"]
+    assert names == ["plain", "exact", "exact-graphs", "fast-cache", "fast-fp8", "fast"]
+    plain, exact, graphs, cache, fp8, fast = report["variants"]
+    assert graphs["latent_relative_error"] == 0.0  # CUDA graphs need CUDA (and compile): nothing changes here
     assert "fp8=off" in fp8["optimizations"] and fp8["psnr_db_vs_exact"] == float("inf")  # fp8 needs CUDA
     assert cache["psnr_db_vs_exact"] is not None  # measured against exact mode
     assert plain["latent_relative_error"] is None

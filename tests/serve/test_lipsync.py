@@ -46,8 +46,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("media")
     encode_mp4(_face_frames(), 25, root / "face.mp4", crf=12)
     (root / "speech.wav").write_bytes((fixtures() / "audio" / "speech.wav").read_bytes())
-    blank = np.tile(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], (256, 1, 3))
-    encode_mp4(np.stack([blank] * 10), 25, root / "noface.mp4")
+    import cv2
+    from skimage import data
+
+    coffee = cv2.resize(data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)  # a real photo, no face
+    encode_mp4(np.stack([coffee] * 10), 25, root / "noface.mp4")
     (root / "notavideo.mp4").write_bytes(b"this is a text file, not a video\n" * 50)
     return root
 
