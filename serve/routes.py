@@ -70,8 +70,8 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.is_serving() else 503)
 
 
-async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
-    """Generate a video from a prompt and wait for it (minutes on a GPU for the default size)."""
+async def _predict(body: PredictRequest | LipSyncPredictRequest, request: Request) -> PredictResponse:
+    """Through the job queue when PREDICT_VIA_QUEUE is on, else on this server's GPU."""
     if request.app.state.settings.predict_via_queue:
         from serve.job_routes import predict_through_queue
 
@@ -85,24 +85,17 @@ async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> Pre
         state=request.scope["state"],
     )
     return result
+
+
+async def predict(body: PredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
+    """Generate a video from a prompt and wait for it (minutes on a GPU for the default size)."""
+    return await _predict(body, request)
 
 
 async def predict_lipsync(body: LipSyncPredictRequest, request: Request, key_id: ApiKey) -> PredictResponse:
     """Lip-sync a face video to a speech track and wait for it: `video_in` and `audio_in` are
     fetched (gs:// or https://), the video follows the speech's length, the speech is muxed in."""
-    if request.app.state.settings.predict_via_queue:
-        from serve.job_routes import predict_through_queue
-
-        return await predict_through_queue(body, request)
-    service = request.app.state.service
-    result: PredictResponse = await service.predict(
-        body,
-        request_id=request_id_of(request),
-        base_url=str(request.base_url),
-        is_disconnected=request.is_disconnected,
-        state=request.scope["state"],
-    )
-    return result
+    return await _predict(body, request)
 
 
 _LIPSYNC_ERRORS = {
