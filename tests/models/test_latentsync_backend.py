@@ -1,0 +1,79 @@
+"""The LatentSync backend's own rules, on CPU: face tracking fallbacks, the clip's loop order, strict
+checkpoint loading through the served path, and the mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.base import BackendOptions, InputError
+from models.latentsync.backend import UNET_FILE, LatentSyncBackend, LipSyncOptions, lower_face_mask, ping_pong
+from models.latentsync.tiny import write_tiny_checkpoints
+
+
+class _Landmarks:
+    """Answers per frame from a list (None: no face), like FaceLandmarker.points."""
+
+    def __init__(self, answers: list[np.ndarray | None]) -> None:
+        self.answers = answers
+
+    def points(self, frame: np.ndarray) -> np.ndarray | None:
+        return self.answers[int(frame[0, 0, 0])]
+
+
+def _tracker(answers: list[np.ndarray | None], grace: int = 25) -> tuple[LatentSyncBackend, np.ndarray]:
+    backend = LatentSyncBackend(BackendOptions(lipsync=LipSyncOptions(face_grace_frames=grace)))
+    backend._landmarker = _Landmarks(answers)
+    frames = np.zeros((len(answers), 4, 4, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(len(answers))
+    return backend, frames
+
+
+def test_frames_without_a_face_reuse_the_last_good_one() -> None:
+    a, b = np.full((3, 2), 1.0, np.float32), np.full((3, 2), 2.0, np.float32)
+    backend, frames = _tracker([None, a, None, None, b, None])
+    tracked = backend._track_faces(frames)
+    assert [float(p[0, 0]) for p in tracked] == [1, 1, 1, 1, 2, 2]  # before the first face: the first face
+
+
+def test_no_face_in_the_first_frames_is_no_face_detected() -> None:
+    backend, frames = _tracker([None] * 5 + [np.ones((3, 2), np.float32)], grace=5)
+    with pytest.raises(InputError) as caught:
+        backend._track_faces(frames)
+    assert caught.value.code == "no_face_detected" and "first 5 frames" in str(caught.value)
+    backend, frames = _tracker([None] * 3)  # shorter than the grace: all of it
+    with pytest.raises(InputError):
+        backend._track_faces(frames)
+
+
+def test_the_clip_plays_forwards_then_backwards_or_is_cut() -> None:
+    assert ping_pong(4, 3) == [0, 1, 2]
+    assert ping_pong(3, 8) == [0, 1, 2, 2, 1, 0, 0, 1]
+
+
+def test_the_mask_keeps_the_upper_face_and_regenerates_mouth_and_chin() -> None:
+    mask = lower_face_mask(256)
+    assert mask.shape == (3, 256, 256) and set(mask.unique().tolist()) == {0.0, 1.0}
+    assert mask[0, :90].min() == 1  # eyes and forehead kept
+    assert mask[0, 150, 128] == 0 and mask[0, 200, 128] == 0  # mouth and chin regenerated
+    assert mask[0, 110, 128] == 1  # the nose kept
+
+
+def test_a_wrong_unet_checkpoint_fails_setup_with_the_keys(tmp_path: Path) -> None:
+    root = write_tiny_checkpoints(tmp_path / "weights")
+    ckpt = torch.load(root / UNET_FILE, weights_only=True)
+    ckpt["state_dict"].pop("conv_in.weight")
+    torch.save(ckpt, root / UNET_FILE)
+    backend = LatentSyncBackend(BackendOptions(model_path=str(root), device="cpu"))
+    backend.lipsync = LipSyncOptions(variant="1.5")
+    with pytest.raises(ValueError, match=r"does not match the model: 1 missing \(first: conv_in.weight\)"):
+        backend.load()
+
+
+def test_missing_checkpoints_are_named(tmp_path: Path) -> None:
+    backend = LatentSyncBackend(BackendOptions(model_path=str(tmp_path), device="cpu"))
+    with pytest.raises(FileNotFoundError, match="latentsync_unet.pt is missing"):
+        backend.load()
