@@ -75,5 +75,5 @@ def test_a_wrong_unet_checkpoint_fails_setup_with_the_keys(tmp_path: Path) -> No
 
 def test_missing_checkpoints_are_named(tmp_path: Path) -> None:
     backend = LatentSyncBackend(BackendOptions(model_path=str(tmp_path), device="cpu"))
-    with pytest.raises(FileNotFoundError, match="latentsync_unet.pt is missing"):
+    with pytest.raises(FileNotFoundError, match=r"latentsync_unet\.pt is missing"):
         backend.load()
