@@ -9,7 +9,7 @@ TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck bundle tf-check deploy destroy bench
+.PHONY: run test lint clean shellcheck bundle tf-check deploy destroy bench bench-lipsync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: $(VENV)/.runtime
 # LTX-Video: plain diffusers vs exact vs fast mode (full size on CUDA, tiny on a CPU); BENCH_ARGS for sizes.
 bench: $(VENV)/.runtime
 	$(BIN)/python -m bench.ltx $(BENCH_ARGS)
+
+# LatentSync: one 16-frame chunk with and without DeepCache, plus VAE and Whisper (full size on CUDA).
+bench-lipsync: $(VENV)/.runtime
+	$(BIN)/python -m bench.latentsync $(BENCH_ARGS)
 
 # The app bundle a VM installs (see the README's deploy section); prints its path and sha256.
 bundle: $(VENV)/.runtime
