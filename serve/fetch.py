@@ -40,6 +40,7 @@ class FetchPolicy:
     max_bytes: int = 512 * 1024**2
     timeout: float = 60.0
     allow_loopback: bool = False  # tests only: http:// and 127.0.0.1 / ::1
+    verify: Any = True  # TLS verification for httpx: the system's CAs (tests pass their own CA)
 
 
 def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -65,7 +66,8 @@ def check_address(text: str, field: str, policy: FetchPolicy) -> ipaddress.IPv4A
 
 
 def resolve(host: str, port: int, field: str, policy: FetchPolicy) -> str:
-    """The first address of `host` after checking all of them."""
+    """The address to connect to, after checking all of `host`'s (IPv4 first: Compute Engine's
+    default networks have no IPv6 egress)."""
     name = host.lower().rstrip(".")
     if name in _METADATA_HOSTS or name.endswith(".internal"):
         raise FetchError("unsafe_url", f"{field} must not point at the metadata server or internal names")
@@ -74,7 +76,7 @@ def resolve(host: str, port: int, field: str, policy: FetchPolicy) -> str:
     except (socket.gaierror, UnicodeError):
         raise FetchError("input_unreachable", f"{field}: host {host!r} does not resolve") from None
     addresses = [check_address(str(info[4][0]), field, policy) for info in infos]
-    return str(addresses[0])
+    return str(sorted(addresses, key=lambda a: a.version)[0])
 
 
 def check_url(url: str, field: str, policy: FetchPolicy) -> tuple[str, str, int]:
@@ -110,7 +112,9 @@ def fetch_https(url: str, target: Path, field: str, policy: FetchPolicy) -> int:
             raise FetchError("input_unreachable", f"{field}: download took longer than {policy.timeout:g} s")
         try:
             with (
-                httpx.Client(timeout=remaining, follow_redirects=False, trust_env=False) as client,
+                httpx.Client(
+                    timeout=remaining, follow_redirects=False, trust_env=False, verify=policy.verify
+                ) as client,
                 client.stream("GET", pinned, headers=headers, extensions=extensions) as response,
             ):
                 if response.is_redirect:

@@ -334,3 +334,66 @@ def test_lipsync_through_the_job_api(
     with av.open(io.BytesIO(video.content)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
         assert container.streams.video[0].frames == 50
+
+
+def test_https_input_is_fetched_from_the_checked_address_with_the_name_kept_for_tls(
+    media: Path, tmp_path: Path
+) -> None:
+    """The production path: https://localhost:PORT resolves, is checked, the connection goes to the
+    checked address, and TLS still verifies the certificate for the name (SNI + Host)."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from serve.fetch import FetchError, FetchPolicy, fetch_https
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(media)))
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    client_context = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    try:
+        policy = FetchPolicy(allow_loopback=True, verify=client_context)
+        size = fetch_https(f"https://localhost:{port}/speech.wav", tmp_path / "got.wav", "audio_in", policy)
+        assert (tmp_path / "got.wav").read_bytes() == (media / "speech.wav").read_bytes() and size > 0
+        # The certificate names localhost, not 127.0.0.1: the name, not the pinned address, is verified.
+        with pytest.raises(FetchError) as caught:
+            fetch_https(f"https://127.0.0.1:{port}/speech.wav", tmp_path / "x", "audio_in", policy)
+        assert caught.value.code == "input_unreachable"
+    finally:
+        server.shutdown()
