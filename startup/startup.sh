@@ -17,7 +17,8 @@ readonly RUN_MODE="${STARTUP_RUN_MODE:-systemd}" # `direct` runs the server with
 readonly UNIT_DIR="${STARTUP_UNIT_DIR:-/etc/systemd/system}"
 readonly BASE_PYTHON="${STARTUP_PYTHON:-python3}"
 readonly HEALTH_TIMEOUT="${STARTUP_HEALTH_TIMEOUT:-1200}"
-readonly BUILT_IN_MODEL=ltx-video-tiny
+# Models built in code (ltx-video-tiny, latentsync-tiny): nothing to pull.
+readonly BUILT_IN_SUFFIX=-tiny
 readonly UNIT=videogen.service
 readonly SERVICE_USER=videogen
 
@@ -85,7 +86,7 @@ config() {
   require model "${MODEL}"
   require_name model "${MODEL}"
   [[ "${ROLE}" == all || "${ROLE}" == api ]] || fail "metadata attribute role=${ROLE}: all or api"
-  if [[ "${MODEL}" != "${BUILT_IN_MODEL}" && "${ROLE}" == all ]]; then
+  if [[ "${MODEL}" != *"${BUILT_IN_SUFFIX}" && "${ROLE}" == all ]]; then
     require model-revision "${REVISION}"
     require_name model-revision "${REVISION}"
     require weights-bucket "${WEIGHTS_BUCKET}"
@@ -178,7 +179,7 @@ install_app() {
 
 pull_weights() {
   WEIGHTS_DIR=""
-  if [[ "${MODEL}" == "${BUILT_IN_MODEL}" || "${ROLE}" == api ]]; then
+  if [[ "${MODEL}" == *"${BUILT_IN_SUFFIX}" || "${ROLE}" == api ]]; then
     RESULT=skipped DETAIL="reason=$([[ "${ROLE}" == api ]] && echo api_role || echo built_in_model)"
     return
   fi

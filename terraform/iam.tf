@@ -29,6 +29,14 @@ resource "google_storage_bucket_iam_member" "outputs_reader" {
   member = local.server_member
 }
 
+# Lip-sync inputs (`video_in` / `audio_in` as gs://): read only, on the buckets named.
+resource "google_storage_bucket_iam_member" "inputs_reader" {
+  for_each = toset(var.input_buckets)
+  bucket   = each.value
+  role     = "roles/storage.objectViewer"
+  member   = local.server_member
+}
+
 # The API keys: on the one secret, not on the project.
 resource "google_secret_manager_secret_iam_member" "api_keys_accessor" {
   secret_id = google_secret_manager_secret.api_keys.id

@@ -135,13 +135,19 @@ variable "serving_port" {
 
 variable "model" {
   type        = string
-  description = "Backend the server runs."
+  description = "Backend the server runs: ltx-video (text-to-video) or latentsync (lip-sync); *-tiny are built in."
   default     = "ltx-video"
 
   validation {
-    condition     = contains(["ltx-video", "ltx-video-tiny"], var.model)
-    error_message = "model: ltx-video or ltx-video-tiny."
+    condition     = contains(["ltx-video", "ltx-video-tiny", "latentsync", "latentsync-tiny"], var.model)
+    error_message = "model: ltx-video, ltx-video-tiny, latentsync or latentsync-tiny."
   }
+}
+
+variable "input_buckets" {
+  type        = list(string)
+  description = "Buckets whose objects lip-sync requests may name as gs:// inputs (the server gets read access)."
+  default     = []
 }
 
 variable "model_revision" {
