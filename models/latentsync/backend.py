@@ -19,6 +19,7 @@ rule); the output is as long as the speech.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from models.latentsync.face import FaceAligner, paste_back, resize_face_to_box
 from models.latentsync.media import FPS, SAMPLE_RATE, MediaLimits, VideoWriter, read_audio, read_video
 from models.latentsync.unet import DeepCache, LatentSyncUNet, UNetConfig
 from models.ltx_video import resolve_device, resolve_dtype
+
+log = logging.getLogger("models.latentsync")
 
 CHUNK_FRAMES = 16
 VAE_SCALING = 0.18215  # upstream sets scaling_factor 0.18215, shift_factor 0 on sd-vae-ft-mse
@@ -124,6 +127,12 @@ class LatentSyncBackend:
         with torch.device("meta"):
             unet = LatentSyncUNet(config)
         unet.to_empty(device="cpu")
+        state = dict(state)
+        if added := unet.complete_derived_buffers(state):
+            log.info(
+                "UNet checkpoint has no positional-encoding buffers; using the fixed sinusoids",
+                extra={"buffers": len(added)},
+            )
         strict_load(unet, state, str(root / UNET_FILE))
         del ckpt, state
         self.unet = unet.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)

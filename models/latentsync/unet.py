@@ -214,12 +214,17 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, max_len: int) -> None:
         super().__init__()
+        self.register_buffer("pe", self.sinusoids(dim, max_len))
+
+    @staticmethod
+    def sinusoids(dim: int, max_len: int) -> torch.Tensor:
+        """(1, max_len, dim): sin on even channels, cos on odd; a function of the shape only."""
         position = torch.arange(max_len).unsqueeze(1)
         div_term = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
         pe = torch.zeros(1, max_len, dim)
         pe[0, :, 0::2] = torch.sin(position * div_term)
         pe[0, :, 1::2] = torch.cos(position * div_term)
-        self.register_buffer("pe", pe)
+        return pe
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pe[:, : x.shape[1]]
@@ -527,6 +532,17 @@ class LatentSyncUNet(nn.Module):
             else:
                 x = block(x, block_skips, temb, audio, upsample_size)
         return self._head(x)
+
+    def complete_derived_buffers(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Add the motion modules' positional encodings to a checkpoint that lacks them: they
+        are fixed sinusoids (a function of the shape, never trained), so a checkpoint saved
+        without buffers is still complete. Returns the keys added; anything else must match."""
+        added = []
+        for key, buffer in self.named_buffers():
+            if key.endswith("pos_encoder.pe") and key not in state:
+                state[key] = PositionalEncoding.sinusoids(buffer.shape[2], buffer.shape[1])
+                added.append(key)
+        return added
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(F.silu(self.conv_norm_out(x)))

@@ -77,3 +77,21 @@ def test_missing_checkpoints_are_named(tmp_path: Path) -> None:
     backend = LatentSyncBackend(BackendOptions(model_path=str(tmp_path), device="cpu"))
     with pytest.raises(FileNotFoundError, match=r"latentsync_unet\.pt is missing"):
         backend.load()
+
+
+def test_a_checkpoint_without_the_fixed_positional_encodings_loads_and_computes_the_same(tmp_path: Path) -> None:
+    root = write_tiny_checkpoints(tmp_path / "weights")
+    with_buffers = LatentSyncBackend(BackendOptions(model_path=str(root), device="cpu"))
+    with_buffers.lipsync = LipSyncOptions(variant="1.5")
+    with_buffers.load()
+    ckpt = torch.load(root / UNET_FILE, weights_only=True)
+    dropped = [k for k in ckpt["state_dict"] if k.endswith("pos_encoder.pe")]
+    assert len(dropped) == 24  # 12 motion modules in the tiny UNet (4 down, 8 up), 2 attention blocks each
+    for key in dropped:
+        del ckpt["state_dict"][key]
+    torch.save(ckpt, root / UNET_FILE)
+    without = LatentSyncBackend(BackendOptions(model_path=str(root), device="cpu"))
+    without.lipsync = LipSyncOptions(variant="1.5")
+    without.load()
+    for key in dropped:
+        assert torch.equal(with_buffers.unet.state_dict()[key], without.unet.state_dict()[key])
