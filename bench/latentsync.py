@@ -30,38 +30,19 @@ import torch
 
 from models.latentsync.audio import WhisperDims, WhisperEncoder, audio_features, feature_chunks
 from models.latentsync.denoise import denoise, guided_audio, make_scheduler
-from models.latentsync.tiny import TINY_UNET, TINY_WHISPER
+from models.latentsync.tiny import SD_VAE, TINY_UNET, TINY_VAE, TINY_WHISPER, build_vae
 from models.latentsync.unet import DeepCache, LatentSyncUNet, UNetConfig
 
 CHUNK = 16
 
 
 def build(size: str, device: torch.device, dtype: torch.dtype) -> tuple[LatentSyncUNet, Any, WhisperEncoder]:
-    from diffusers import AutoencoderKL
-
+    full = size == "full"
     torch.manual_seed(0)
     with torch.device(device):
-        if size == "full":
-            unet = LatentSyncUNet(UNetConfig())
-            vae = AutoencoderKL(
-                down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4,
-                block_out_channels=(128, 256, 512, 512),
-                layers_per_block=2,
-                latent_channels=4,
-            )
-            whisper = WhisperEncoder(WhisperDims())
-        else:
-            unet = LatentSyncUNet(UNetConfig.from_dict(TINY_UNET))
-            vae = AutoencoderKL(
-                down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4,
-                block_out_channels=(8, 16, 16, 16),
-                layers_per_block=1,
-                latent_channels=4,
-                norm_num_groups=8,
-            )
-            whisper = WhisperEncoder(TINY_WHISPER)
+        unet = LatentSyncUNet(UNetConfig() if full else UNetConfig.from_dict(TINY_UNET))
+        vae = build_vae(SD_VAE if full else TINY_VAE)
+        whisper = WhisperEncoder(WhisperDims() if full else TINY_WHISPER)
     unet = unet.to(dtype).eval().requires_grad_(False)
     vae = vae.to(dtype).eval().requires_grad_(False)
     return unet, vae, whisper.eval().requires_grad_(False)

@@ -12,6 +12,7 @@ import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,12 +40,27 @@ TINY_UNET = {
     "motion_module_kwargs": {"num_attention_heads": 2, "temporal_position_encoding_max_len": 24},
 }
 TINY_WHISPER = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=TINY_WIDTH, n_audio_head=2, n_audio_layer=4)
+# AutoencoderKL configurations: Stable Diffusion's VAE (sd-vae-ft-mse's shapes) and a tiny one
+# with the same 8x compression.
+SD_VAE: dict[str, Any] = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2}
+TINY_VAE: dict[str, Any] = {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8}
+
+
+def build_vae(config: dict[str, Any]) -> Any:
+    """An AutoencoderKL with four levels (8x), 4 latent channels, the given widths."""
+    from diffusers import AutoencoderKL
+
+    levels = len(config["block_out_channels"])
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=4,
+        **config,
+    )
 
 
 def write_tiny_checkpoints(root: Path, seed: int = 0) -> Path:
     """The three checkpoints and the UNet config, seeded; returns `root`."""
-    from diffusers import AutoencoderKL
-
     from models.latentsync.unet import UNetConfig
 
     generator_state = torch.random.get_rng_state()
@@ -52,17 +68,7 @@ def write_tiny_checkpoints(root: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         unet = LatentSyncUNet(UNetConfig.from_dict(TINY_UNET))
         whisper = WhisperEncoder(TINY_WHISPER)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=64,
-        )
+        vae = build_vae(TINY_VAE)
     finally:
         torch.random.set_rng_state(generator_state)
     root.mkdir(parents=True, exist_ok=True)
