@@ -73,10 +73,7 @@ async def _own_job(request: Request, job_id: str) -> dict[str, Any]:
 def _check_body(body: PredictRequest | LipSyncPredictRequest, settings: Any, gcs: Any) -> None:
     """What can be refused before queueing: bounds, destination bucket, input URL schemes."""
     if isinstance(body, LipSyncPredictRequest):
-        try:
-            destination = body.destination()
-        except ValueError as exc:
-            raise invalid_field("out", str(exc)) from None
+        destination = body.destination()
         policy = FetchPolicy(allow_loopback=settings.fetch_allow_loopback)
         for field in ("video_in", "audio_in"):
             url = getattr(body, field)

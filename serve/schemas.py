@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 GCS_URL_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[^\x00-\x1f\x7f]{1,1024}$"
 SEED_MAX = 2**32 - 1
@@ -88,9 +88,15 @@ class LipSyncPredictRequest(BaseModel):
             raise ValueError("must name an .mp4 object, e.g. gs://bucket/videos/clip.mp4")
         return value
 
-    def destination(self) -> str | None:
-        if self.gcs_destination and self.out and self.gcs_destination != self.out:
+    @field_validator("out")
+    @classmethod
+    def _one_destination(cls, value: str | None, info: ValidationInfo) -> str | None:
+        other = info.data.get("gcs_destination")
+        if value is not None and other is not None and value != other:
             raise ValueError("give gcs_destination or out, not two different ones")
+        return value
+
+    def destination(self) -> str | None:
         return self.gcs_destination or self.out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from models.base import GenerationRequest, LipSyncRequest, Video
 from serve.config import Settings
-from serve.errors import ApiError, invalid_field
+from serve.errors import ApiError
 from serve.fetch import FetchError, FetchPolicy, fetch
 from serve.gcs import Destination, DestinationExists, GcsOutput, UploadFailed
 from serve.limits import check_limits
@@ -64,11 +64,7 @@ class PredictionService:
         inputs: Path | None = None
         request: GenerationRequest | LipSyncRequest
         if isinstance(body, LipSyncPredictRequest):
-            try:
-                destination_uri = body.destination()
-            except ValueError as exc:
-                raise invalid_field("out", str(exc)) from None
-            destination = self.gcs.destination(request_id, destination_uri) if self.gcs else None
+            destination = self.gcs.destination(request_id, body.destination()) if self.gcs else None
             inputs = Path(tempfile.mkdtemp(prefix="videogen-inputs-"))
             try:
                 request = await self._fetch_inputs(body, request_id, inputs)

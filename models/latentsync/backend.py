@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from models.base import BackendOptions, InputError, LipSyncRequest, StepCallback, Video
-from models.latentsync.audio import audio_features, feature_chunks, load_whisper, strict_load
+from models.latentsync.audio import audio_features, feature_chunks, load_whisper
+from models.latentsync.checkpoint import strict_load
 from models.latentsync.denoise import denoise, guided_audio, make_scheduler
 from models.latentsync.face import FaceAligner, paste_back, resize_face_to_box
 from models.latentsync.media import FPS, SAMPLE_RATE, MediaLimits, VideoWriter, read_audio, read_video

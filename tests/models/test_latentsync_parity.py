@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from models.latentsync import audio as A
 from models.latentsync import face as FA
+from models.latentsync.checkpoint import strict_load
 from models.latentsync.denoise import denoise, guided_audio, make_scheduler
 from models.latentsync.unet import DeepCache, LatentSyncUNet, UNetConfig
 from tests.latentsync_fixtures import fixtures
@@ -24,7 +25,7 @@ from tests.latentsync_fixtures import fixtures
 def tiny_unet() -> LatentSyncUNet:
     root = fixtures() / "unet_tiny"
     unet = LatentSyncUNet(UNetConfig.from_dict(json.loads((root / "config.json").read_text()))).eval()
-    A.strict_load(unet, {k: v.float() for k, v in load_file(root / "weights.safetensors").items()}, "fixture")
+    strict_load(unet, {k: v.float() for k, v in load_file(root / "weights.safetensors").items()}, "fixture")
     return unet
 
 
@@ -51,7 +52,7 @@ def test_a_wrong_checkpoint_is_refused_with_the_keys_that_differ(tiny_unet: Late
     state["conv_in.weight"] = torch.zeros(32, 9, 3, 3)
     state["module.extra"] = torch.zeros(1)
     with pytest.raises(ValueError) as caught:
-        A.strict_load(LatentSyncUNet(tiny_unet.config), state, "bad.pt")
+        strict_load(LatentSyncUNet(tiny_unet.config), state, "bad.pt")
     text = str(caught.value)
     assert "1 missing (first: conv_out.bias)" in text
     assert "1 unexpected (first: module.extra)" in text

@@ -397,3 +397,16 @@ def test_https_input_is_fetched_from_the_checked_address_with_the_name_kept_for_
         assert caught.value.code == "input_unreachable"
     finally:
         server.shutdown()
+
+
+def test_two_different_destinations_are_refused(strict: LiveServer) -> None:
+    status, answer = _predict(
+        strict,
+        video_in="https://example.invalid/a.mp4",
+        audio_in="https://example.invalid/a.wav",
+        gcs_destination="gs://bucket-a/x.mp4",
+        out="gs://bucket-b/y.mp4",
+    )
+    assert (status, answer["error"]) == (422, "invalid_request") and "not two different ones" in answer[
+        "message"
+    ] + str(answer.get("fields"))
