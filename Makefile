@@ -37,7 +37,7 @@ bench-lipsync: $(VENV)/.runtime
 
 # The app bundle a VM installs (see the README's deploy section); prints its path and sha256.
 bundle: $(VENV)/.runtime
-	$(BIN)/python -m serve.boot bundle --out dist/app.tar.gz
+	$(BIN)/python -m serve.cli.boot bundle --out dist/app.tar.gz
 
 # ShellCheck comes from Debian's packages; installed here when missing and we may (root + apt).
 shellcheck:

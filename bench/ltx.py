@@ -34,10 +34,10 @@ import diffusers
 import torch
 
 from models.base import BackendOptions, GenerationRequest
-from models.ltx_optimize import OptimizeOptions
-from models.ltx_video import LTXVideoBackend
-from models.ltx_video_tiny import SCHEDULER_CONFIG, build_tiny_pipeline, build_tokenizer
-from serve.video import encode_mp4
+from models.ltx.backend import LTXVideoBackend
+from models.ltx.optimize import OptimizeOptions
+from models.ltx.tiny import SCHEDULER_CONFIG, build_tiny_pipeline, build_tokenizer
+from models.mp4 import encode_mp4
 
 VARIANTS = {
     "plain": OptimizeOptions(mode="exact", compile="off", attention_backend="off", fuse_qkv="off"),
@@ -152,13 +152,13 @@ def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest,
     for _ in range(args.runs):
         stamps.clear()
         started = time.perf_counter()
-        video = backend.generate(request, on_step)
-        frames = video.frames
+        timings: dict[str, float] = {}
+        frames = backend.render(request, on_step, timings)
         with tempfile.TemporaryDirectory() as scratch:
             mp4_started = time.perf_counter()
-            encode_mp4(video.frames, video.fps, Path(scratch) / "bench.mp4")
-            video.timings["encode_mp4"] = time.perf_counter() - mp4_started
-        run = {k: video.timings[k] for k in ("encode_prompt", "denoise", "decode", "to_frames", "encode_mp4")}
+            encode_mp4(frames, request.fps, Path(scratch) / "bench.mp4")
+            timings["encode_mp4"] = time.perf_counter() - mp4_started
+        run = {k: timings[k] for k in ("encode_prompt", "denoise", "decode", "to_frames", "encode_mp4")}
         run["total"] = time.perf_counter() - started
         result.runs.append(run)
         result.step_seconds += [b - a for a, b in itertools.pairwise(stamps)]

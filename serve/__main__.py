@@ -12,10 +12,11 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from serve.app import create_app
+from serve.api.app import create_app
 from serve.config import Settings
-from serve.logs import configure_logging
-from serve.runner import GpuRunner, ShuttingDown
+from serve.core.runner import Runner, ShuttingDown
+from serve.obs.logs import configure_logging
+from serve.wiring import build
 
 log = logging.getLogger("serve.main")
 
@@ -47,7 +48,7 @@ class DrainingServer(uvicorn.Server):
     process exits 0. A second signal falls through to uvicorn (stop now).
     """
 
-    def __init__(self, config: uvicorn.Config, runner: GpuRunner, drain_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, runner: Runner, drain_timeout: float) -> None:
         super().__init__(config)
         self.runner = runner
         self.drain_timeout = drain_timeout
@@ -92,11 +93,12 @@ def _announce_key(key: str, settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings.log_level)
-    app = create_app(settings)
-    if app.state.keys.generated:
-        _announce_key(app.state.keys.generated, settings)
-    server = DrainingServer(uvicorn_config(app, settings), app.state.runner, settings.drain_timeout_seconds)
+    configure_logging(settings.log_level, project=settings.gcp_project)
+    container = build(settings)
+    app = create_app(container)
+    if container.keys.generated:
+        _announce_key(container.keys.generated, settings)
+    server = DrainingServer(uvicorn_config(app, settings), container.runner, settings.drain_timeout_seconds)
     server.run()
 
 

@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     jobs_worker: bool = Field(True, description="With jobs enabled: also run queued jobs on this server's GPU")
     jobs_project: str | None = Field(None, description="Project of the topic and database; default: GCP_PROJECT")
     firestore_database: str = Field("(default)", description="Firestore database (native mode) holding the jobs")
-    jobs_collection: str = Field("jobs", description="Firestore collection of job documents (usage: `<name>_usage`)")
+    jobs_collection: str = Field(
+        "jobs", description="Firestore collection of job documents (each holds its usage: gpu_seconds, bytes_out)"
+    )
     pubsub_topic: str = Field("videogen-jobs", description="Pub/Sub topic jobs are published to")
     pubsub_subscription: str = Field("videogen-jobs-worker", description="Pull subscription the workers read")
     pubsub_dead_letter_topic: str = Field(
@@ -157,7 +159,7 @@ class Settings(BaseSettings):
     )
     lipsync_max_seconds: float = Field(60, gt=0, description="Longest speech or video input (413 `input_too_long`)")
     lipsync_max_pixels: int = Field(
-        1920 * 1080, ge=4096, description="Largest video_in frame, width x height (422 `input_too_large`)"
+        1920 * 1080, ge=4096, description="Largest video_in frame, width x height (413 `input_too_large`)"
     )
     fetch_max_bytes: int = Field(
         512 * 1024**2, ge=1024, description="Largest video_in / audio_in download (413 `input_too_large`)"
@@ -173,7 +175,7 @@ class Settings(BaseSettings):
     video_preset: str = Field("veryfast", description="x264 preset (speed against size)")
 
     # Cloud Storage output (off unless GCS_OUTPUT_BUCKET is set).
-    gcs_output_bucket: str | None = Field(None, description="Bucket for videos (`videos/YYYY/MM/DD/<request-id>.mp4`)")
+    gcs_output_bucket: str | None = Field(None, description="Bucket for videos (`videos/YYYY/MM/DD/<video id>.mp4`)")
     gcs_allowed_buckets: str = Field("", description="More buckets a `gcs_destination` may name, comma-separated")
     gcs_sign_urls: bool = Field(
         True, description="`video_url` is a V4 signed URL; false: the authenticated console URL"

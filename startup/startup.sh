@@ -184,11 +184,11 @@ pull_weights() {
     return
   fi
   WEIGHTS_DIR="${STATE_DIR}/weights/${MODEL}/${REVISION}"
-  if "${PY}" -m serve.weights verify --dir "${WEIGHTS_DIR}" >/dev/null 2>&1; then
+  if "${PY}" -m serve.cli.weights verify --dir "${WEIGHTS_DIR}" >/dev/null 2>&1; then
     RESULT=cached
   else
     local output
-    output="$("${PY}" -m serve.weights pull --bucket "${WEIGHTS_BUCKET}" --model "${MODEL}" \
+    output="$("${PY}" -m serve.cli.weights pull --bucket "${WEIGHTS_BUCKET}" --model "${MODEL}" \
       --revision "${REVISION}" --dir "${WEIGHTS_DIR}" 2>&1)" || fail "$(last_line "${output}")"
     # Other revisions of this model are not needed any more; disks are finite.
     find "${STATE_DIR}/weights/${MODEL}" -mindepth 1 -maxdepth 1 ! -name "${REVISION}" -exec rm -rf {} +
@@ -203,7 +203,7 @@ configure() {
       --home-dir "${STATE_DIR}/home" --shell /usr/sbin/nologin "${SERVICE_USER}"
     user="${SERVICE_USER}"
   fi
-  output="$("${PY}" -m serve.boot configure --state-dir "${STATE_DIR}" --app-dir "${APP_DIR}" --python "${PY}" \
+  output="$("${PY}" -m serve.cli.boot configure --state-dir "${STATE_DIR}" --app-dir "${APP_DIR}" --python "${PY}" \
     --model "${MODEL}" --model-revision "${REVISION}" ${WEIGHTS_DIR:+--weights-dir "${WEIGHTS_DIR}"} \
     --port "${PORT}" --device "${DEVICE}" --output-bucket "${OUTPUT_BUCKET}" --api-key-secret "${KEY_SECRET}" \
     --project "${PROJECT}" --role "${ROLE}" --server-env "${SERVER_ENV}" --user "${user}" 2>&1)" || fail "$(last_line "${output}")"
@@ -228,7 +228,7 @@ ops_agent() {
     } || fail "could not install the Ops Agent (set metadata ops-agent=false to boot without it)"
     RESULT=installed
   fi
-  wanted="$("${PY}" -m serve.boot ops-agent-config --env-file "${STATE_DIR}/server.env")"
+  wanted="$("${PY}" -m serve.cli.boot ops-agent-config --env-file "${STATE_DIR}/server.env")"
   if [[ ! -f "${config}" ]] || [[ "$(cat "${config}")" != "${wanted}" ]]; then
     printf '%s\n' "${wanted}" >"${config}"
     systemctl restart google-cloud-ops-agent
@@ -258,7 +258,7 @@ start() {
     kill -TERM "${old}"
     while alive "${old}"; do sleep 0.2; done
   fi
-  nohup "${PY}" -m serve.boot run --env-file "${STATE_DIR}/server.env" \
+  nohup "${PY}" -m serve.cli.boot run --env-file "${STATE_DIR}/server.env" \
     </dev/null >>"${STATE_DIR}/logs/server.log" 2>&1 9>&- &
   SERVER_PID="$!"
   echo "${SERVER_PID}" >"${pid_file}"
@@ -267,7 +267,7 @@ start() {
 
 healthy() {
   local output
-  output="$("${PY}" -m serve.boot wait --url "http://127.0.0.1:${PORT}/health" --timeout "${HEALTH_TIMEOUT}" \
+  output="$("${PY}" -m serve.cli.boot wait --url "http://127.0.0.1:${PORT}/health" --timeout "${HEALTH_TIMEOUT}" \
     ${SERVER_PID:+--pid "${SERVER_PID}"} 2>&1)" || {
     [[ "${RUN_MODE}" == systemd ]] || tail -n 20 "${STATE_DIR}/logs/server.log" >&2
     fail "$(last_line "${output}"); see: sudo journalctl -u ${UNIT}"

@@ -35,7 +35,7 @@ output "api_key_command" {
 }
 
 output "weights_bucket" {
-  description = "Weight cache bucket (python -m serve.weights push --bucket ...); also holds the app bundles."
+  description = "Weight cache bucket (python -m serve.cli.weights push --bucket ...); also holds the app bundles."
   value       = google_storage_bucket.weights.name
 }
 

@@ -152,7 +152,7 @@ variable "input_buckets" {
 
 variable "model_revision" {
   type        = string
-  description = "Revision in the weight cache (python -m serve.weights push --revision)."
+  description = "Revision in the weight cache (python -m serve.cli.weights push --revision)."
   default     = "0.9.1"
 
   validation {

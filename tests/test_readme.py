@@ -22,3 +22,13 @@ def test_readme_commands_are_make_targets_and_ci_calls_make_test() -> None:
         assert f"make {target}" in readme
         assert f"\n{target}:" in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_error_code_is_in_the_readme_with_its_status_and_kind() -> None:
+    from serve.errors import CATALOGUE
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        code for code, entry in CATALOGUE.items() if f"| `{code}` | {entry.status} | {entry.kind.value} |" not in readme
+    ]
+    assert missing == []

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,15 @@ import torch
 import torch.nn.functional as F
 
 from models.base import BackendOptions, InputError, LipSyncRequest, StepCallback, Video
+from models.device import resolve_device, resolve_dtype
 from models.latentsync.audio import audio_features, feature_chunks, load_whisper
 from models.latentsync.checkpoint import strict_load
 from models.latentsync.denoise import denoise, guided_audio, make_scheduler
 from models.latentsync.face import FaceAligner, paste_back, resize_face_to_box
-from models.latentsync.media import FPS, SAMPLE_RATE, MediaLimits, VideoWriter, read_audio, read_video
+from models.latentsync.media import FPS, SAMPLE_RATE, read_audio, read_video
+from models.latentsync.options import LipSyncOptions
 from models.latentsync.unet import DeepCache, LatentSyncUNet, UNetConfig
-from models.ltx_video import resolve_device, resolve_dtype
+from models.mp4 import Mp4Writer
 
 log = logging.getLogger("models.latentsync")
 
@@ -48,15 +49,6 @@ WHISPER_FILE = "whisper/tiny.pt"
 VAE_DIR = "sd-vae-ft-mse"
 UNET_CONFIG_FILE = "unet_config.json"
 VARIANT_RESOLUTION = {"1.5": 256, "1.6": 512}
-
-
-@dataclass(frozen=True, kw_only=True)
-class LipSyncOptions:
-    variant: str = "1.6"  # 1.5: 256 px, 1.6: 512 px
-    deepcache: bool = True
-    deepcache_interval: int = 3
-    face_grace_frames: int = 25  # no face in the first N frames: no_face_detected
-    limits: MediaLimits = field(default_factory=MediaLimits)
 
 
 def lower_face_mask(resolution: int) -> torch.Tensor:
@@ -171,9 +163,9 @@ class LatentSyncBackend:
         }
 
     # -- one request -----------------------------------------------------------------------
-    def generate(self, request: LipSyncRequest, on_step: StepCallback) -> Video:
+    def generate(self, request: LipSyncRequest, on_step: StepCallback, *, output: Path) -> Video:
         if request.warmup:
-            return self._warmup(on_step)
+            return self._warmup(on_step, output)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         samples = read_audio(request.audio_path, self.lipsync.limits)
@@ -190,17 +182,23 @@ class LatentSyncBackend:
             matrices = [aligner.matrix(p) for p in self._track_faces(frames[: min(len(frames), len(chunks))])]
             timings["face_detection"] = time.perf_counter() - mark
             order = ping_pong(len(matrices), len(chunks))
-            writer = VideoWriter(request.output_path, frames.shape[2], frames.shape[1])
-            try:
+            height, width = frames.shape[1], frames.shape[2]
+            with Mp4Writer(
+                output, width=width, height=height, fps=FPS, options=self.options.video, audio_rate=SAMPLE_RATE
+            ) as writer:
                 self._synthesise(request, frames, matrices, order, chunks, aligner, writer, on_step, timings)
                 mark = time.perf_counter()
-                size = writer.finish(samples[: int(len(chunks) / FPS * SAMPLE_RATE)])
+                size = writer.close(samples[: int(len(chunks) / FPS * SAMPLE_RATE)])
                 timings["mux"] = time.perf_counter() - mark
-            except BaseException:
-                writer.abort()
-                raise
-        timings["output_bytes"] = float(size)
-        return Video(frames=np.zeros((0, 1, 1, 3), np.uint8), fps=FPS, timings=timings, path=request.output_path)
+        return Video(
+            path=output,
+            fps=FPS,
+            frames=writer.frames,
+            width=width - width % 2,
+            height=height - height % 2,
+            bytes=size,
+            timings=timings,
+        )
 
     def _track_faces(self, frames: np.ndarray) -> list[np.ndarray]:
         """Three face points per frame; a frame without a face reuses the last good one (the
@@ -224,7 +222,7 @@ class LatentSyncBackend:
         order: list[int],
         chunks: torch.Tensor,
         aligner: FaceAligner,
-        writer: VideoWriter,
+        writer: Mp4Writer,
         on_step: StepCallback,
         timings: dict[str, float],
     ) -> None:
@@ -297,7 +295,7 @@ class LatentSyncBackend:
         return self.vae.encode(pixels).latent_dist.sample(generator=generator) * VAE_SCALING
 
     @torch.no_grad()
-    def _warmup(self, on_step: StepCallback) -> Video:
+    def _warmup(self, on_step: StepCallback, output: Path) -> Video:
         """Every model once on synthetic input: Whisper on silence, the face mesh on a blank
         frame, the VAE both ways and one UNet step on a full 16-frame chunk."""
         started = time.perf_counter()
@@ -310,9 +308,13 @@ class LatentSyncBackend:
         sample = torch.zeros(2, self.unet.config.in_channels, CHUNK_FRAMES, latent, latent, device=dev, dtype=dtype)
         self.unet(sample, 500, guided_audio(audio.to(dev, dtype), 1.5))
         on_step(1, 1)
+        # Nothing is written: a warm-up's video has no frames and no bytes.
         return Video(
-            frames=np.zeros((0, 1, 1, 3), np.uint8),
+            path=output,
             fps=FPS,
+            frames=0,
+            width=0,
+            height=0,
+            bytes=0,
             timings={"warmup": time.perf_counter() - started},
-            path=Path(),
         )

@@ -8,12 +8,10 @@ The output is written frame by frame as the chunks finish, with the speech muxed
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -47,9 +45,7 @@ def read_audio(path: Path, limits: MediaLimits) -> np.ndarray:
                     chunks.append(out.to_ndarray().reshape(-1))
                     total += out.samples
                 if total > cap:
-                    raise InputError(
-                        "input_too_long", f"audio_in is longer than the limit of {limits.max_seconds:g} s", 413
-                    )
+                    raise InputError("input_too_long", f"audio_in is longer than the limit of {limits.max_seconds:g} s")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except InputError:
@@ -87,9 +83,7 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
         if duration is None and container.duration:
             duration = container.duration / 1_000_000
         if duration is not None and duration > limits.max_seconds + 1:
-            raise InputError(
-                "input_too_long", f"video_in is {duration:.1f} s; the limit is {limits.max_seconds:g} s", 413
-            )
+            raise InputError("input_too_long", f"video_in is {duration:.1f} s; the limit is {limits.max_seconds:g} s")
         capacity = int(limits.max_seconds * FPS) + 2
         frames = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(capacity, height, width, 3))
         count = 0
@@ -99,7 +93,7 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
             nonlocal count
             while count / FPS < seconds - 1e-6:
                 if count >= capacity:
-                    raise InputError("input_too_long", f"video_in is longer than {limits.max_seconds:g} s", 413)
+                    raise InputError("input_too_long", f"video_in is longer than {limits.max_seconds:g} s")
                 frames[count] = image
                 count += 1
 
@@ -124,48 +118,3 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
         raise InputError("invalid_video", "video_in has no frames")
     frames.flush()
     return frames[:count]
-
-
-class VideoWriter:
-    """H.264 (yuv420p) frames as they come, then the speech as AAC; closes into a playable MP4."""
-
-    def __init__(self, path: Path, width: int, height: int, *, crf: int = 18, preset: str = "veryfast") -> None:
-        self.path = path
-        self.container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
-        self.video = self.container.add_stream("libx264", rate=FPS)
-        self.video.width, self.video.height = width - width % 2, height - height % 2
-        self.video.pix_fmt = "yuv420p"
-        self.video.options = {"crf": str(crf), "preset": preset}
-        self.audio = self.container.add_stream("aac", rate=SAMPLE_RATE)
-        self.audio.layout = "mono"
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        frame = frame[: self.video.height, : self.video.width]
-        for packet in self.video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def finish(self, samples: np.ndarray) -> int:
-        """Flush the video, add `samples` (float32 16 kHz mono), close; returns the file size."""
-        for packet in self.video.encode():
-            self.container.mux(packet)
-        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
-        block = 1024 * 16
-        pts = 0
-        for start in range(0, len(pcm), block):
-            piece = pcm[start : start + block]
-            frame = av.AudioFrame.from_ndarray(piece[None], format="s16", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, pts, Fraction(1, SAMPLE_RATE)
-            pts += len(piece)
-            for packet in self.audio.encode(frame):
-                self.container.mux(packet)
-        for packet in self.audio.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-        return self.path.stat().st_size
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):  # the request already failed; do not mask why
-            self.container.close()
-        self.path.unlink(missing_ok=True)

@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import KEY, SMALL, GatedBackend, live_server, make_settings
+from tests.support.backends import GatedBackend
+from tests.support.server import live_server
+from tests.support.settings import KEY, SMALL, make_settings
 
 HEADERS = {"X-API-Key": KEY}
 
@@ -45,14 +47,16 @@ def test_drain_finishes_in_flight_work_and_refuses_new_work(tmp_path: Path) -> N
 
 @pytest.mark.anyio
 async def test_drain_is_refused_from_outside_the_machine(tmp_path: Path) -> None:
-    from serve.app import create_app
+    from serve.api.app import create_app
+    from serve.wiring import build
 
-    app = create_app(make_settings(tmp_path), backend=GatedBackend())
+    container = build(make_settings(tmp_path), backend=GatedBackend())
+    app = create_app(container)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.post("/admin/drain")
     assert response.status_code == 404
-    assert app.state.runner.draining is False
+    assert container.runner.draining is False
 
 
 def test_drain_is_not_in_the_public_schema(tiny_server) -> None:

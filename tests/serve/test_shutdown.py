@@ -15,12 +15,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import KEY, SMALL
-from tests.helpers import free_port
+from tests.support.media import free_port
+from tests.support.settings import KEY, SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADERS = {"X-API-Key": KEY}
 SLOW = {"prompt": "long", "height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
+# Denoising that outlasts a 0.5 s drain limit on any machine (the tiny model takes ~6 ms a step on a
+# CPU, so 40 steps can finish before the signal lands, and a stop only happens at a step).
+LONG_STEPS = 1000  # the schema's own ceiling
 
 
 @dataclass
@@ -66,9 +69,9 @@ def serve_process(tmp_path: Path, **env: str) -> Iterator[Server]:
             process.wait(10)
 
 
-def _slow_request(server: Server, result: dict[str, httpx.Response]) -> threading.Thread:
+def _slow_request(server: Server, result: dict[str, httpx.Response], **body: object) -> threading.Thread:
     def post() -> None:
-        result["slow"] = httpx.post(f"{server.url}/predict", json=SLOW, headers=HEADERS, timeout=300)
+        result["slow"] = httpx.post(f"{server.url}/predict", json={**SLOW, **body}, headers=HEADERS, timeout=300)
 
     thread = threading.Thread(target=post)
     thread.start()
@@ -99,9 +102,9 @@ def test_sigterm_drains_lets_the_generation_finish_and_exits_0(tmp_path: Path) -
 
 
 def test_sigterm_past_the_drain_limit_fails_the_generation_cleanly(tmp_path: Path) -> None:
-    with serve_process(tmp_path, DRAIN_TIMEOUT_SECONDS="0.5") as server:
+    with serve_process(tmp_path, DRAIN_TIMEOUT_SECONDS="0.5", MAX_INFERENCE_STEPS=str(LONG_STEPS)) as server:
         result: dict[str, httpx.Response] = {}
-        client = _slow_request(server, result)
+        client = _slow_request(server, result, num_inference_steps=LONG_STEPS)
         server.process.send_signal(signal.SIGTERM)
         client.join(120)
         exit_code = server.process.wait(60)

@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import KEY, SMALL, GatedBackend, LiveServer, live_server, make_settings
-from tests.fakes.metadata import FakeMetadataServer
+from tests.support.backends import GatedBackend
+from tests.support.fakes.metadata import FakeMetadataServer
+from tests.support.server import LiveServer, live_server
+from tests.support.settings import KEY, SMALL, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "startup" / "shutdown.sh"
@@ -54,7 +56,7 @@ def test_drains_and_waits_for_the_running_generation(tmp_path: Path, metadata: F
         worker = _start_generation(live, results)
         assert backend.started.wait(10)
         script = _run_script(live, metadata)
-        live.wait_until(lambda: live.app.state.runner.draining, timeout=10)
+        live.wait_until(lambda: live.container.runner.draining, timeout=10)
         with live.client() as client:
             refused = client.post("/predict", json={"prompt": "late", **SMALL}, headers={"X-API-Key": KEY})
         time.sleep(1)

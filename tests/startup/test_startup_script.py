@@ -24,13 +24,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.ltx_video_tiny import build_tiny_pipeline
-from serve.boot import build_bundle, process_alive
-from serve.weights import push
-from tests.conftest import KEY, SMALL, GcsEmulator, start_fake_gcs
-from tests.fakes.metadata import FakeMetadataServer
-from tests.fakes.secret_manager import FakeSecretManager
-from tests.helpers import decode_mp4, free_port
+from models.ltx.tiny import build_tiny_pipeline
+from serve.cli.boot import build_bundle, process_alive
+from serve.cli.weights import push
+from tests.support.emulators import GcsEmulator, start_fake_gcs
+from tests.support.fakes.metadata import FakeMetadataServer
+from tests.support.fakes.secret_manager import FakeSecretManager
+from tests.support.media import decode_mp4, free_port
+from tests.support.settings import KEY, SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "startup" / "startup.sh"

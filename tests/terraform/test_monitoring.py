@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from serve.metrics import Metrics
-from tests.serve.test_gpu_metrics import FakeNvml
+from serve.obs.metrics import Metrics
+from tests.serve.obs.test_gpu_metrics import FakeNvml
 from tests.terraform.test_terraform import config, resources
 
 TF = Path(__file__).resolve().parents[2] / "terraform"

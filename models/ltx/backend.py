@@ -1,0 +1,208 @@
+"""`ltx-video`: Lightricks LTX-Video through diffusers' `LTXPipeline`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import LTXPipeline
+
+from models.base import BackendOptions, GenerationRequest, StepCallback, Video
+from models.device import resolve_device, resolve_dtype
+from models.ltx.optimize import OptimizeOptions, Step, optimize
+from models.mp4 import encode_mp4
+
+# A probe for the speedups: every layer and the guidance batch, in well under a second on a GPU.
+PROBE_REQUEST = GenerationRequest(prompt="probe", height=64, width=64, num_frames=9, num_inference_steps=2)
+
+DEFAULT_HUB_ID = "Lightricks/LTX-Video"
+
+
+class LTXVideoBackend:
+    """Text-to-video with LTX-Video, from a local diffusers directory or the hub."""
+
+    name = "ltx-video"
+    task = "text-to-video"
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.dtype = resolve_dtype(options.dtype, self.device)
+        self.pipe: LTXPipeline | None = None
+        self.optimize_options: OptimizeOptions = options.optimize or OptimizeOptions()
+        self.optimizations: list[Step] = []
+        setting = options.text_encoder_offload
+        # The text encoder (T5-XXL: ~9.5 GB in bf16) waits in host memory between requests, so the
+        # transformer and VAE have the GPU to themselves; it visits the GPU only to encode.
+        self.offload_text_encoder = setting == "on" or (setting == "auto" and self.device.type == "cuda")
+        self.last_latents: torch.Tensor | None = None
+        # CUDA only: peak GiB allocated during each stage of the last request (the benchmark's).
+        self.last_stage_peaks: dict[str, float] = {}
+
+    def _build_pipeline(self) -> LTXPipeline:
+        source = self.options.model_path or DEFAULT_HUB_ID
+        local = Path(source).is_dir()
+        if not local and source.startswith(("/", ".", "~")):
+            raise FileNotFoundError(f"MODEL_PATH {source} is not a directory (expected a diffusers model directory)")
+        return LTXPipeline.from_pretrained(
+            source,
+            revision=None if local else self.options.revision,
+            dtype=self.dtype,
+            local_files_only=local,
+        )
+
+    def load(self) -> None:
+        pipe = self._build_pipeline()
+        pipe.to(self.device)
+        if self.offload_text_encoder:
+            pipe.text_encoder.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        if self.options.vae_tiling:
+            pipe.vae.enable_tiling()
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self.optimizations = optimize(pipe, self.device, self.optimize_options, self._probe)
+
+    def _probe(self) -> None:
+        self.render(PROBE_REQUEST, lambda step, total: None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "source": self.options.model_path or DEFAULT_HUB_ID,
+            "revision": self.options.revision or "unversioned",
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "mode": self.optimize_options.mode,
+            "optimizations": [f"{o.name}={o.status}" for o in self.optimizations],
+        }
+
+    def _sync(self, stage: str | None = None) -> None:
+        """Wait for the GPU; with `stage`, record its peak memory and start the next stage's."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            if stage is not None:
+                self.last_stage_peaks[stage] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                torch.cuda.reset_peak_memory_stats(self.device)
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback, *, output: Path) -> Video:
+        """Steps 1-5 in `render`, then 6: the MP4, through the one writer (VIDEO_CRF, VIDEO_PRESET)."""
+        timings: dict[str, float] = {}
+        frames = self.render(request, on_step, timings)
+        start = time.perf_counter()
+        size = encode_mp4(frames, request.fps, output, self.options.video)
+        timings["encode_mp4"] = time.perf_counter() - start
+        count, height, width, _ = frames.shape
+        return Video(
+            path=output, fps=request.fps, frames=count, width=width, height=height, bytes=size, timings=timings
+        )
+
+    @torch.inference_mode()
+    def render(
+        self, request: GenerationRequest, on_step: StepCallback, timings: dict[str, float] | None = None
+    ) -> np.ndarray:
+        """The frames, uint8 (F, H, W, 3); seconds per stage go into `timings`."""
+        pipe = self.pipe
+        if pipe is None:
+            raise RuntimeError("generate() called before load()")
+        timings = {} if timings is None else timings
+
+        # 1. Validate: the VAE compresses 32x in space and 8x in time.
+        spatial = pipe.vae_spatial_compression_ratio
+        temporal = pipe.vae_temporal_compression_ratio
+        if request.height % spatial or request.width % spatial or (request.num_frames - 1) % temporal:
+            raise ValueError(
+                f"height and width must be multiples of {spatial} and num_frames of the form {temporal}k+1"
+            )
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        guided = request.guidance_scale > 1.0
+        self.last_stage_peaks = {}
+        self._sync("before")
+
+        # 2. Encode prompt (and the negative prompt for classifier-free guidance).
+        start = time.perf_counter()
+        if self.offload_text_encoder:
+            pipe.text_encoder.to(self.device)
+        try:
+            embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                do_classifier_free_guidance=guided,
+                device=self.device,
+            )
+        finally:
+            if self.offload_text_encoder:
+                pipe.text_encoder.to("cpu")
+        self._sync("encode_prompt")
+        timings["encode_prompt"] = time.perf_counter() - start
+
+        # 3. Denoise: the pipeline prepares latents and timesteps, we keep the latents.
+        start = time.perf_counter()
+
+        def step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+            on_step(i + 1, request.num_inference_steps)
+            return {}
+
+        latents = pipe(
+            prompt_embeds=embeds,
+            prompt_attention_mask=mask,
+            negative_prompt_embeds=neg_embeds,
+            negative_prompt_attention_mask=neg_mask,
+            height=request.height,
+            width=request.width,
+            num_frames=request.num_frames,
+            frame_rate=request.fps,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            generator=generator,
+            output_type="latent",
+            return_dict=False,
+            callback_on_step_end=step_end,
+        )[0]
+        self._sync("denoise")
+        timings["denoise"] = time.perf_counter() - start
+        self.last_latents = latents  # for the benchmark's comparison of modes
+
+        # 4. Decode latents to pixels, exactly as the pipeline's own tail does.
+        start = time.perf_counter()
+        pixels = self._decode(latents, request, generator, embeds.dtype)
+        self._sync("decode")
+        timings["decode"] = time.perf_counter() - start
+
+        # 5. Convert to uint8 frames (F, H, W, 3) on the device, then copy once.
+        start = time.perf_counter()
+        # (x / 2 + 0.5) * 255 == x * 127.5 + 127.5, done in place to spare passes over memory.
+        frames = pixels[0].mul_(127.5).add_(127.5).clamp_(0, 255).round_().to(torch.uint8)
+        array = frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        timings["to_frames"] = time.perf_counter() - start
+        return array
+
+    def _decode(
+        self, latents: torch.Tensor, request: GenerationRequest, generator: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        pipe = self.pipe
+        assert pipe is not None
+        latent_frames = (request.num_frames - 1) // pipe.vae_temporal_compression_ratio + 1
+        latent_height = request.height // pipe.vae_spatial_compression_ratio
+        latent_width = request.width // pipe.vae_spatial_compression_ratio
+        latents = pipe._unpack_latents(
+            latents,
+            latent_frames,
+            latent_height,
+            latent_width,
+            pipe.transformer_spatial_patch_size,
+            pipe.transformer_temporal_patch_size,
+        )
+        latents = pipe._denormalize_latents(
+            latents, pipe.vae.latents_mean, pipe.vae.latents_std, pipe.vae.config.scaling_factor
+        ).to(dtype)
+        timestep = None
+        if pipe.vae.config.timestep_conditioning:
+            # The pipeline's defaults: decode at timestep 0 with a noise scale of 0, which
+            # leaves the latents unchanged, so no noise needs to be drawn.
+            timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
+        return pipe.vae.decode(latents.to(pipe.vae.dtype), timestep, return_dict=False)[0]

@@ -1,0 +1,21 @@
+"""The one place that decides what /health says (the load balancer and the MIG autohealer read it)."""
+
+from __future__ import annotations
+
+from serve.core.keys import KeyStore
+from serve.core.runner import Runner
+from serve.io.secrets import SecretKeyRefresher
+from serve.schemas import HealthResponse, Lifecycle
+
+
+def health(runner: Runner, keys: KeyStore, refresher: SecretKeyRefresher | None) -> HealthResponse:
+    """Serving (200) only when the model is ready, keys are loaded and no drain has begun."""
+    state, reason = runner.state, runner.reason
+    if state.is_serving() and not keys.available:
+        # Fail closed: with no key every call would be a 401, so take this VM out of serving.
+        state, reason = Lifecycle.NO_API_KEYS, (refresher.last_error if refresher else None) or "no API keys"
+    if runner.draining:
+        state, reason = Lifecycle.DRAINING, "shutting down: finishing in-flight work, taking no new work"
+    return HealthResponse(
+        status=state, reason=reason, model=runner.model_name, queue_depth=runner.depth, in_flight=runner.in_flight
+    )

@@ -1,0 +1,171 @@
+"""One spec per task (text-to-video, lip-sync): the request bodies it takes, what is checked
+before it queues, how a body becomes the backend's request, and its warm-up. Everything that
+differs between tasks is here; the rest of the server asks the spec instead of branching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from models.base import GenerationRequest, LipSyncRequest
+from serve.config import Settings
+from serve.core.limits import check_limits
+from serve.errors import ServeError, invalid_field
+from serve.io.fetch import FetchPolicy, check_url, fetch
+from serve.io.gcs import GcsOutput
+from serve.obs.metrics import Metrics
+from serve.schemas import JobRequest, LipSyncJobRequest, LipSyncPredictRequest, PredictRequest
+
+log = logging.getLogger("serve.tasks")
+
+Body = PredictRequest | LipSyncPredictRequest
+ModelRequest = GenerationRequest | LipSyncRequest
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskContext:
+    """What the specs need from the server: its settings, its output, a storage client."""
+
+    settings: Settings
+    metrics: Metrics
+    gcs: GcsOutput | None
+    storage_client: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The backend's request, and a scratch folder to remove once the run is over."""
+
+    request: ModelRequest
+    scratch: Path | None = None
+
+    def cleanup(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class TaskSpec:
+    """The contract; one subclass per task."""
+
+    name: ClassVar[str]
+    predict_body: ClassVar[type[BaseModel]]
+    job_body: ClassVar[type[BaseModel]]
+    warmup: ClassVar[ModelRequest]
+    # Codes a request of this task may end with, beyond every task's (for the OpenAPI tables).
+    input_errors: ClassVar[tuple[str, ...]] = ()
+
+    def destination(self, body: Any) -> str | None:
+        return body.gcs_destination
+
+    def check(self, body: Any, ctx: TaskContext) -> None:
+        """Refuse what can be refused before the request takes a place in a queue (blocking: DNS)."""
+        requested = self.destination(body)
+        if requested is not None:
+            if ctx.gcs is None:
+                # Refused rather than ignored: accepting it without uploading would keep the video
+                # somewhere the client did not ask for.
+                raise invalid_field("gcs_destination", "this server has no Cloud Storage output configured")
+            ctx.gcs.destination("check", requested)  # the bucket must be an allowed one
+
+    async def prepare(self, body: Any, ctx: TaskContext, request_id: str) -> Prepared:
+        raise NotImplementedError
+
+
+class TextToVideo(TaskSpec):
+    name = "text-to-video"
+    predict_body = PredictRequest
+    job_body = JobRequest
+    # Small enough to take seconds, large enough to run every layer of the model once.
+    warmup = GenerationRequest(prompt="warm-up", height=64, width=64, num_frames=9, num_inference_steps=2)
+
+    def check(self, body: PredictRequest, ctx: TaskContext) -> None:
+        check_limits(body, ctx.settings)
+        super().check(body, ctx)
+
+    async def prepare(self, body: PredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
+        fields = PredictRequest.model_fields.keys() - {"gcs_destination"}
+        return Prepared(GenerationRequest(**body.model_dump(include=fields)))
+
+
+class LipSync(TaskSpec):
+    name = "lip-sync"
+    predict_body = LipSyncPredictRequest
+    job_body = LipSyncJobRequest
+    # Every model once on synthetic input (see LatentSyncBackend._warmup).
+    warmup = LipSyncRequest(video_path=Path(), audio_path=Path(), warmup=True)
+    input_errors = (
+        "unsafe_url",
+        "input_unreachable",
+        "input_too_large",
+        "input_too_long",
+        "invalid_video",
+        "invalid_audio",
+        "no_face_detected",
+    )
+    _FIELDS = ("video_in", "audio_in")
+
+    def destination(self, body: LipSyncPredictRequest) -> str | None:
+        return body.destination()
+
+    @staticmethod
+    def _policy(settings: Settings) -> FetchPolicy:
+        return FetchPolicy(
+            max_bytes=settings.fetch_max_bytes,
+            timeout=settings.fetch_timeout_seconds,
+            allow_loopback=settings.fetch_allow_loopback,
+        )
+
+    def check(self, body: LipSyncPredictRequest, ctx: TaskContext) -> None:
+        super().check(body, ctx)
+        for field in self._FIELDS:
+            url = getattr(body, field)
+            if not url.startswith("gs://"):
+                check_url(url, field, self._policy(ctx.settings))
+
+    async def prepare(self, body: LipSyncPredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
+        """Download the inputs before the request takes a place in the GPU queue."""
+        folder = Path(tempfile.mkdtemp(prefix="videogen-inputs-"))
+        policy = self._policy(ctx.settings)
+        try:
+            for field in self._FIELDS:
+                url, started = getattr(body, field), time.perf_counter()
+                try:
+                    size = await asyncio.to_thread(fetch, ctx.storage_client, url, folder / field, field, policy)
+                except ServeError as exc:
+                    ctx.metrics.rejected.labels(exc.code).inc()
+                    raise
+                seconds = round(time.perf_counter() - started, 3)
+                log.info(
+                    "input fetched", extra={"request_id": request_id, "field": field, "bytes": size, "seconds": seconds}
+                )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        request = LipSyncRequest(
+            video_path=folder / "video_in",
+            audio_path=folder / "audio_in",
+            guidance_scale=body.guidance_scale,
+            num_inference_steps=body.inference_steps,
+            seed=body.seed,
+        )
+        return Prepared(request, scratch=folder)
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (TextToVideo(), LipSync())}
+
+
+def spec_for(task: str) -> TaskSpec:
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise ValueError(f"no task spec for {task!r}; known: {', '.join(sorted(TASKS))}") from None

@@ -1,0 +1,106 @@
+"""ltx-video speedups at tiny size on the CPU: exact mode stays exact, fast-mode switches do what
+they claim, a speedup that breaks the model is undone, the text encoder leaves the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from models.base import BackendOptions, GenerationRequest
+from models.ltx.optimize import OptimizeOptions
+from models.ltx.tiny import LTXVideoTinyBackend, build_tiny_pipeline
+
+REQUEST = GenerationRequest(prompt="a lighthouse at dusk", height=64, width=96, num_frames=17, num_inference_steps=6)
+
+
+class ThreeBlocks(LTXVideoTinyBackend):
+    """The tiny model with three transformer blocks (block caching needs more than one)."""
+
+    def _build_pipeline(self) -> Any:
+        return build_tiny_pipeline(layers=3)
+
+
+def _backend(**optimize: Any) -> LTXVideoTinyBackend:
+    backend = ThreeBlocks(BackendOptions(device="cpu", optimize=OptimizeOptions(**optimize)))
+    backend.load()
+    return backend
+
+
+def _latents(backend: LTXVideoTinyBackend) -> torch.Tensor:
+    backend.render(REQUEST, lambda step, total: None)
+    assert backend.last_latents is not None
+    return backend.last_latents.float().clone()
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / a.norm())
+
+
+def test_exact_mode_matches_the_plain_pipeline() -> None:
+    plain = _latents(_backend(attention_backend="off", fuse_qkv="off", compile="off"))
+    exact = _backend(attention_backend="native", fuse_qkv="on", compile="off")
+    assert [(o.name, o.status) for o in exact.optimizations] == [
+        ("attention:native", "on"),
+        ("fuse_qkv", "on"),
+        ("compile", "off"),
+    ]
+    assert _relative_error(plain, _latents(exact)) < 1e-5  # fp32 here; the GPU bound is bf16 noise
+
+
+def test_first_block_cache_skips_blocks_and_changes_the_output_measurably() -> None:
+    def block_calls(backend: LTXVideoTinyBackend) -> int:
+        calls = []
+        assert backend.pipe is not None
+        # The cache hooks wrap the block's forward, so count a layer inside it: the attention.
+        last = backend.pipe.transformer.transformer_blocks[-1].attn1
+        handle = last.register_forward_hook(lambda *args: calls.append(1))
+        try:
+            backend.render(REQUEST, lambda step, total: None)
+        finally:
+            handle.remove()
+        return len(calls)
+
+    exact = _backend(attention_backend="off", fuse_qkv="off")
+    # A huge threshold makes every step after the first reuse the cached residual.
+    fast = _backend(mode="fast", attention_backend="off", fuse_qkv="off", cache_threshold=1e9)
+    assert ("first_block_cache:1000000000.0", "on") in [(o.name, o.status) for o in fast.optimizations]
+    assert ("fp8", "off") in [(o.name, o.status) for o in fast.optimizations]  # CUDA only
+    exact_calls, fast_calls = block_calls(exact), block_calls(fast)
+    assert fast_calls < exact_calls
+    error = _relative_error(_latents(exact), _latents(fast))
+    assert 0 < error < 10  # changed, and measurable (the benchmark reports this figure)
+
+
+def test_a_speedup_that_breaks_the_model_is_undone_and_reported() -> None:
+    backend = _backend(attention_backend="_native_cudnn")  # selectable, but no cuDNN attention on a CPU
+    (attention, *_) = backend.optimizations
+    assert (attention.name, attention.status) == ("attention:_native_cudnn", "failed")
+    assert "No viable backend" in attention.detail
+    frames = backend.render(REQUEST, lambda step, total: None)  # still serves
+    assert frames.shape == (17, 64, 96, 3)
+    unknown = _backend(attention_backend="no-such-backend").optimizations[0]
+    assert unknown.status == "unavailable"
+
+
+def test_text_encoder_waits_off_the_device_while_the_transformer_runs() -> None:
+    backend = LTXVideoTinyBackend(BackendOptions(device="cpu", text_encoder_offload="on"))
+    backend.load()
+    assert backend.pipe is not None
+    pipe = backend.pipe
+    events: list[str] = []
+    original_to = pipe.text_encoder.to
+
+    def to(*args: Any, **kwargs: Any) -> Any:
+        events.append(f"text_encoder.to({args[0]})")
+        return original_to(*args, **kwargs)
+
+    pipe.text_encoder.to = to  # type: ignore[method-assign]
+    pipe.text_encoder.register_forward_hook(lambda *args: events.append("encode"))
+    pipe.transformer.register_forward_hook(lambda *args: events.append("transformer"))
+    backend.render(REQUEST, lambda step, total: None)
+    first_transformer = events.index("transformer")
+    # On the CPU both moves name the CPU; on CUDA the first is to the GPU. Two moves, around the encoding.
+    assert events[0] == "text_encoder.to(cpu)" and events.count("text_encoder.to(cpu)") == 2
+    assert events[first_transformer - 1] == "text_encoder.to(cpu)"  # moved off before denoising
+    assert events.index("encode") < first_transformer

@@ -1,0 +1,461 @@
+"""Lip-sync over HTTP with `latentsync-tiny`: inputs from the Cloud Storage emulator (gs://) and a
+plain-HTTP server on 127.0.0.1 (allowed only by the test-only FETCH_ALLOW_LOOPBACK), a real face
+photograph (scikit-image's astronaut) moved a few pixels per frame, and the fixture's speech."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from models.base import BackendOptions
+from models.latentsync.face import FaceAligner
+from models.latentsync.landmarks import FaceLandmarker
+from models.latentsync.media import MediaLimits
+from models.latentsync.tiny import LatentSyncTinyBackend
+from models.mp4 import Mp4Options, encode_mp4
+from tests.serve.jobs.test_jobs_emulators import ALPHA, JobsEnv
+from tests.serve.jobs.test_jobs_emulators import jobs_env as jobs_env  # a fixture
+from tests.support.emulators import GcsEmulator
+from tests.support.fixtures import fixtures
+from tests.support.server import LiveServer, live_server
+from tests.support.settings import KEY, make_settings
+
+SOURCE_FRAMES = 40  # 1.6 s of video for 2.0 s of speech: the clip plays forwards then backwards
+
+
+def _face_frames() -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    photo = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    return np.stack([np.roll(photo, (i % 7) - 3, axis=1) for i in range(SOURCE_FRAMES)])
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    encode_mp4(_face_frames(), 25, root / "face.mp4", Mp4Options(crf=12))
+    (root / "speech.wav").write_bytes((fixtures() / "audio" / "speech.wav").read_bytes())
+    import cv2
+    from skimage import data
+
+    coffee = cv2.resize(data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)  # a real photo, no face
+    encode_mp4(np.stack([coffee] * 10), 25, root / "noface.mp4")
+    (root / "notavideo.mp4").write_bytes(b"this is a text file, not a video\n" * 50)
+    return root
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", self.path.split("to=", 1)[1])
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def file_server(media: Path) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(media)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bucket(gcs_emulator: GcsEmulator, media: Path) -> str:
+    name = f"inputs-{uuid.uuid4().hex[:8]}"
+    client = gcs_emulator.client()
+    client.create_bucket(name)
+    for path in media.iterdir():
+        client.bucket(name).blob(f"in/{path.name}").upload_from_filename(str(path))
+    return name
+
+
+@pytest.fixture(scope="module")
+def backend() -> LatentSyncTinyBackend:
+    return LatentSyncTinyBackend(BackendOptions(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def live(
+    tmp_path_factory: pytest.TempPathFactory, gcs_emulator: GcsEmulator, backend: LatentSyncTinyBackend
+) -> Iterator[LiveServer]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("lipsync"),
+        model="latentsync-tiny",
+        gcs_endpoint=gcs_emulator.url,
+        fetch_allow_loopback=True,
+        lipsync_max_seconds=10,
+    )
+    with live_server(settings, backend=backend) as server:
+        assert server.container.runner.state.value == "ready", server.container.runner.reason
+        yield server
+
+
+def _predict(live: LiveServer, **body: object) -> tuple[int, dict]:
+    with live.client() as client:
+        response = client.post("/predict", json={"inference_steps": 10, **body}, headers={"X-API-Key": KEY})
+    return response.status_code, response.json()
+
+
+def _download(live: LiveServer, url: str) -> bytes:
+    with live.client() as client:
+        response = client.get(url, headers={"X-API-Key": KEY})
+    assert response.status_code == 200
+    return response.content
+
+
+def _outside_face(frame: np.ndarray) -> np.ndarray:
+    """Boolean mask of the pixels well away from the face box the model may change."""
+    points = FaceLandmarker().points(frame)
+    assert points is not None
+    aligner = FaceAligner(64)
+    matrix = aligner.matrix(points, smooth=False)
+    w, h = aligner.face_size
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))
+    corners = inverse @ np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]])
+    x0, x1 = corners[0].min() - 8, corners[0].max() + 8
+    y0, y1 = corners[1].min() - 8, corners[1].max() + 8
+    ys, xs = np.mgrid[0 : frame.shape[0], 0 : frame.shape[1]]
+    return ~((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
+
+
+def test_lipsync_from_gcs_then_http_without_reloading(
+    live: LiveServer, bucket: str, file_server: str, backend: LatentSyncTinyBackend, media: Path
+) -> None:
+    loads = backend.model_loads
+    started = time.perf_counter()
+    status, first = _predict(live, video_in=f"gs://{bucket}/in/face.mp4", audio_in=f"gs://{bucket}/in/speech.wav")
+    first_seconds = time.perf_counter() - started
+    assert status == 200, first
+    started = time.perf_counter()
+    status, second = _predict(live, video_in=f"{file_server}/face.mp4", audio_in=f"{file_server}/speech.wav", seed=7)
+    second_seconds = time.perf_counter() - started
+    assert status == 200, second
+    print(
+        f"lipsync latency: first {first_seconds:.2f} s (gs://), second {second_seconds:.2f} s (http), "
+        f"model loads {loads} -> {backend.model_loads}; stages {second['metadata']['timings']}"
+    )
+    assert backend.model_loads == loads == 4  # unet, whisper, vae, face mesh: loaded once, at start
+
+    with av.open(io.BytesIO(_download(live, first["video_url"]))) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert audio.codec_context.name == "aac" and audio.sample_rate == 16000
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video)])
+        container.seek(0)
+        samples = sum(f.samples for f in container.decode(audio=0))
+    speech_seconds = 2.0
+    assert len(frames) == int(speech_seconds * 25) == 50  # the speech's length at 25 fps
+    assert abs(samples / 16000 - speech_seconds) < 0.1
+    # Pixels away from the face are the input's (played forwards, then backwards), within codec noise.
+    with av.open(str(media / "face.mp4")) as container:
+        source = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    order = list(range(SOURCE_FRAMES)) + list(range(SOURCE_FRAMES))[::-1]
+    for index in (0, 17, 39, 45, 49):
+        keep = _outside_face(source[order[index]])
+        assert keep.mean() > 0.3
+        diff = np.abs(frames[index].astype(int) - source[order[index]].astype(int))[keep]
+        print(f"frame {index}: outside the face, mean |diff| {diff.mean():.2f}, p99 {np.percentile(diff, 99):.0f}")
+        assert diff.mean() < 3.0
+        # ...and it is the right input frame: a neighbour (shifted by other pixels) differs more.
+        wrong = np.abs(frames[index].astype(int) - source[(order[index] + 3) % SOURCE_FRAMES].astype(int))[keep]
+        assert wrong.mean() > 2 * diff.mean()
+
+
+def test_gcs_destination_without_cloud_storage_output_is_refused(live: LiveServer, file_server: str) -> None:
+    # Drift fixed by the task specs: lip-sync /predict used to answer 200 and keep the video locally.
+    status, answer = _predict(
+        live,
+        video_in=f"{file_server}/face.mp4",
+        audio_in=f"{file_server}/speech.wav",
+        gcs_destination="gs://somewhere/out.mp4",
+    )
+    assert (status, answer["error"]) == (422, "invalid_request"), answer
+    assert answer["fields"][0]["field"] == "gcs_destination"
+
+
+def test_timings_hold_seconds_only(live: LiveServer, file_server: str) -> None:
+    status, answer = _predict(live, video_in=f"{file_server}/face.mp4", audio_in=f"{file_server}/speech.wav")
+    assert status == 200, answer
+    timings = answer["metadata"]["timings"]
+    assert "output_bytes" not in timings and {"denoise", "vae_decode", "mux", "queue"} <= set(timings)
+    assert all(0 <= seconds < 600 for seconds in timings.values()), timings
+    import httpx
+
+    scraped = httpx.get(live.metrics_url).text
+    stages = {line.split('stage="')[1].split('"')[0] for line in scraped.splitlines() if 'stage="' in line}
+    assert "output_bytes" not in stages and "denoise" in stages
+
+
+def test_lipsync_output_honours_video_crf_and_preset(
+    tmp_path: Path, file_server: str, gcs_emulator: GcsEmulator
+) -> None:
+    # Built by the server's own wiring (no injected backend), as `python -m serve` builds it.
+    settings = make_settings(
+        tmp_path, model="latentsync-tiny", fetch_allow_loopback=True, video_crf=40, video_preset="ultrafast"
+    )
+    with live_server(settings) as server:
+        status, answer = _predict(server, video_in=f"{file_server}/face.mp4", audio_in=f"{file_server}/speech.wav")
+        assert status == 200, answer
+        data = _download(server, answer["video_url"])
+    # x264 writes its settings into the stream: the CRF, and ultrafast's CABAC off.
+    assert b"crf=40.0" in data and b"cabac=0" in data
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "code", "status"),
+    [
+        ("notavideo.mp4", "video_in", "invalid_video", 422),
+        ("noface.mp4", "video_in", "no_face_detected", 422),
+        ("notavideo.mp4", "audio_in", "invalid_audio", 422),
+    ],
+)
+def test_unusable_media_gets_a_clear_error(
+    live: LiveServer, file_server: str, name: str, field: str, code: str, status: int
+) -> None:
+    body = {
+        "video_in": f"{file_server}/face.mp4",
+        "audio_in": f"{file_server}/speech.wav",
+        field: f"{file_server}/{name}",
+    }
+    got, answer = _predict(live, **body)
+    assert (got, answer["error"]) == (status, code), answer
+
+
+def test_missing_input_and_redirect_to_the_metadata_server_are_refused(live: LiveServer, file_server: str) -> None:
+    status, answer = _predict(live, video_in=f"{file_server}/nope.mp4", audio_in=f"{file_server}/speech.wav")
+    assert (status, answer["error"]) == (422, "input_unreachable")
+    for target in (
+        "http://169.254.169.254/computeMetadata/v1/",
+        "http://metadata.google.internal/",
+        "file:///etc/passwd",
+    ):
+        status, answer = _predict(
+            live, video_in=f"{file_server}/redirect?to={target}", audio_in=f"{file_server}/speech.wav"
+        )
+        assert (status, answer["error"]) == (422, "unsafe_url"), (target, answer)
+
+
+def test_cuda_out_of_memory_fails_one_request_and_the_next_succeeds(
+    live: LiveServer, file_server: str, backend: LatentSyncTinyBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = backend.unet.forward
+    calls = {"n": 0}
+
+    def once_out_of_memory(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend.unet, "forward", once_out_of_memory)
+    body = {"video_in": f"{file_server}/face.mp4", "audio_in": f"{file_server}/speech.wav"}
+    status, answer = _predict(live, **body)
+    assert (status, answer["error"]) == (503, "gpu_out_of_memory")
+    status, answer = _predict(live, **body)
+    assert status == 200, answer
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory, backend: LatentSyncTinyBackend) -> Iterator[LiveServer]:
+    """The production rules: no loopback, https only; small caps."""
+    settings = make_settings(
+        tmp_path_factory.mktemp("strict"), model="latentsync-tiny", warmup=False, fetch_max_bytes=4096
+    )
+    with live_server(settings, backend=backend) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/a.mp4",
+        "https://localhost/a.mp4",
+        "https://10.1.2.3/a.mp4",
+        "https://172.16.0.1/a.mp4",
+        "https://192.168.0.10/a.mp4",
+        "https://100.64.0.1/a.mp4",
+        "https://169.254.169.254/computeMetadata/v1/",
+        "https://metadata.google.internal/computeMetadata/v1/",
+        "https://metadata/computeMetadata/v1/",
+        "https://0.0.0.0/a.mp4",
+        "https://224.0.0.1/a.mp4",
+        "https://2130706433/a.mp4",
+        "https://0177.0.0.1/a.mp4",
+        "https://0x7f.1/a.mp4",
+        "https://2852039166/latest",
+        "https://[::1]/a.mp4",
+        "https://[::ffff:127.0.0.1]/a.mp4",
+        "https://[::ffff:a9fe:a9fe]/a.mp4",
+        "https://[64:ff9b::a9fe:a9fe]/a.mp4",
+        "https://[fe80::1]/a.mp4",
+        "https://[fd00::1]/a.mp4",
+        "https://[ff02::1]/a.mp4",
+        "http://93.184.216.34/a.mp4",
+        "https://user:pw@127.0.0.1/a.mp4",
+        "file:///etc/passwd",
+        "ftp://example.com/a.mp4",
+        "gopher://127.0.0.1:25/",
+        "/etc/passwd",
+    ],
+)
+def test_unsafe_input_urls_are_refused(strict: LiveServer, url: str) -> None:
+    status, answer = _predict(strict, video_in=url, audio_in="https://127.0.0.1/a.wav")
+    assert status == 422, answer
+    assert answer["error"] in ("unsafe_url", "invalid_request"), answer
+    assert "video_in" in (answer["message"] + str(answer.get("fields"))), answer
+
+
+def test_oversize_and_overlong_inputs_are_refused(
+    strict: LiveServer, live: LiveServer, file_server: str, media: Path
+) -> None:
+    from serve.errors import ServeError
+    from serve.io.fetch import FetchPolicy, fetch_https
+
+    with pytest.raises(ServeError) as caught:
+        fetch_https(
+            f"{file_server}/face.mp4", media / "copy", "video_in", FetchPolicy(max_bytes=4096, allow_loopback=True)
+        )
+    assert (caught.value.code, caught.value.status) == ("input_too_large", 413)
+    backend = live.container.runner.backend
+    original = backend.lipsync
+    backend.lipsync = replace(original, limits=MediaLimits(max_seconds=1.0))  # the speech is 2.0 s
+    try:
+        status, answer = _predict(live, video_in=f"{file_server}/face.mp4", audio_in=f"{file_server}/speech.wav")
+    finally:
+        backend.lipsync = original
+    assert (status, answer["error"]) == (413, "input_too_long"), answer
+
+
+def test_lipsync_through_the_job_api(
+    jobs_env: JobsEnv, tmp_path: Path, file_server: str, backend: LatentSyncTinyBackend
+) -> None:
+    settings = jobs_env.settings(tmp_path, model="latentsync-tiny", fetch_allow_loopback=True)
+    headers = {"X-API-Key": ALPHA}
+    with live_server(settings, backend=backend) as server, server.client() as client:
+        bad = client.post("/jobs", json={"video_in": "file:///etc/passwd", "audio_in": "x"}, headers=headers)
+        assert bad.status_code == 422
+        unsafe = client.post(
+            "/jobs", json={"video_in": "https://169.254.169.254/v1/", "audio_in": "https://[::1]/a"}, headers=headers
+        )
+        # Addresses are checked before queueing (and again when the worker fetches).
+        assert (unsafe.status_code, unsafe.json()["error"]) == (422, "unsafe_url"), unsafe.text
+        missing = {"video_in": f"{file_server}/missing.mp4", "audio_in": f"{file_server}/speech.wav"}
+        unsafe = client.post("/jobs", json=missing, headers=headers)
+        assert unsafe.status_code == 202  # a missing file is only found out by the worker's download...
+        body = {"video_in": f"{file_server}/face.mp4", "audio_in": f"{file_server}/speech.wav", "inference_steps": 10}
+        submitted = client.post("/jobs", json=body, headers=headers)
+        assert submitted.status_code == 202, submitted.text
+        jobs = {unsafe.json()["job_id"]: None, submitted.json()["job_id"]: None}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(jobs.values()):
+            for job_id in jobs:
+                state = client.get(f"/jobs/{job_id}", headers=headers).json()
+                if state["status"] in ("succeeded", "failed", "canceled"):
+                    jobs[job_id] = state
+            time.sleep(0.3)
+        failed, done = jobs[unsafe.json()["job_id"]], jobs[submitted.json()["job_id"]]
+        assert failed["status"] == "failed" and failed["error"]["code"] == "input_unreachable"  # ...final
+        assert failed["attempts"] == 1
+        assert done["status"] == "succeeded", done
+        assert done["progress"]["total"] == 4 * 10  # 50 frames: 4 chunks of 10 steps
+        assert done["result"]["video_url"].startswith(server.url)  # stored relative, shown on this server
+        video = client.get(done["result"]["video_url"], headers=headers)
+    with av.open(io.BytesIO(video.content)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert container.streams.video[0].frames == 50
+
+
+def test_https_input_is_fetched_from_the_checked_address_with_the_name_kept_for_tls(
+    media: Path, tmp_path: Path
+) -> None:
+    """The production path: https://localhost:PORT resolves, is checked, the connection goes to the
+    checked address, and TLS still verifies the certificate for the name (SNI + Host)."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from serve.errors import ServeError
+    from serve.io.fetch import FetchPolicy, fetch_https
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(media)))
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    client_context = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    try:
+        policy = FetchPolicy(allow_loopback=True, verify=client_context)
+        size = fetch_https(f"https://localhost:{port}/speech.wav", tmp_path / "got.wav", "audio_in", policy)
+        assert (tmp_path / "got.wav").read_bytes() == (media / "speech.wav").read_bytes() and size > 0
+        # The certificate names localhost, not 127.0.0.1: the name, not the pinned address, is verified.
+        with pytest.raises(ServeError) as caught:
+            fetch_https(f"https://127.0.0.1:{port}/speech.wav", tmp_path / "x", "audio_in", policy)
+        assert caught.value.code == "input_unreachable"
+    finally:
+        server.shutdown()
+
+
+def test_two_different_destinations_are_refused(strict: LiveServer) -> None:
+    status, answer = _predict(
+        strict,
+        video_in="https://example.invalid/a.mp4",
+        audio_in="https://example.invalid/a.wav",
+        gcs_destination="gs://bucket-a/x.mp4",
+        out="gs://bucket-b/y.mp4",
+    )
+    assert (status, answer["error"]) == (422, "invalid_request") and "not two different ones" in answer[
+        "message"
+    ] + str(answer.get("fields"))

@@ -1,0 +1,400 @@
+"""Asynchronous jobs against the real Pub/Sub and Firestore emulators (gcloud), on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models.base import GenerationRequest, StepCallback, Video
+from serve.cli.usage import summarize
+from serve.config import Settings
+from tests.support.backends import GatedBackend
+from tests.support.media import decode_mp4, free_port
+from tests.support.server import LiveServer, live_server
+from tests.support.settings import SMALL, make_settings
+
+ROOT = Path(__file__).resolve().parents[3]
+PROJECT = "test-project"
+ALPHA, BETA = "key-alpha-0123456789", "key-beta-0123456789"
+KEYS = f"alpha:{ALPHA},beta:{BETA}"
+A = {"X-API-Key": ALPHA}
+B = {"X-API-Key": BETA}
+
+
+@dataclass
+class JobsEnv:
+    suffix: str
+    emulators: dict[str, str]
+
+    @property
+    def names(self) -> dict[str, Any]:
+        return {
+            "pubsub_topic": f"jobs-{self.suffix}",
+            "pubsub_subscription": f"jobs-worker-{self.suffix}",
+            "pubsub_dead_letter_topic": f"jobs-dead-{self.suffix}",
+            "jobs_collection": f"jobs_{self.suffix}",
+        }
+
+    def settings(self, tmp_path: Path, **overrides: Any) -> Settings:
+        values = {
+            "jobs_enabled": True,
+            "jobs_project": PROJECT,
+            "api_keys": KEYS,
+            "job_heartbeat_seconds": 0.3,
+            "job_lease_seconds": 10,
+            **self.names,
+            **overrides,
+        }
+        return make_settings(tmp_path, **values)
+
+    def dead_lettered(self) -> list[str]:
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        path = subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{self.suffix}")
+        response = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=10)
+        return [m.message.data.decode() for m in response.received_messages]
+
+
+@pytest.fixture
+def jobs_env(gcp_emulators: dict[str, str]) -> JobsEnv:
+    from google.cloud import pubsub_v1
+
+    env = JobsEnv(uuid.uuid4().hex[:8], gcp_emulators)
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    names = env.names
+    topic = publisher.topic_path(PROJECT, names["pubsub_topic"])
+    dead = publisher.topic_path(PROJECT, names["pubsub_dead_letter_topic"])
+    publisher.create_topic(name=topic)
+    publisher.create_topic(name=dead)
+    subscriber.create_subscription(
+        request={
+            "name": subscriber.subscription_path(PROJECT, names["pubsub_subscription"]),
+            "topic": topic,
+            "ack_deadline_seconds": 10,
+        }
+    )
+    subscriber.create_subscription(
+        request={"name": subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{env.suffix}"), "topic": dead}
+    )
+    return env
+
+
+def _submit(live: LiveServer, headers: dict[str, str], **body: Any) -> httpx.Response:
+    with live.client() as client:
+        return client.post("/jobs", json={"prompt": "a boat", **SMALL, **body}, headers=headers)
+
+
+def _wait(live: LiveServer, job_id: str, statuses: set[str], headers: dict[str, str] = A, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    with live.client() as client:
+        while True:
+            job = client.get(f"/jobs/{job_id}", headers=headers).json()
+            if job["status"] in statuses:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} stayed {job['status']}"
+            time.sleep(0.1)
+
+
+def test_submit_status_result_with_the_tiny_model(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with live_server(jobs_env.settings(tmp_path)) as live:
+        submitted = _submit(live, A)
+        assert submitted.status_code == 202, submitted.text
+        job = submitted.json()
+        assert job["status"] == "queued" and submitted.headers["Location"] == f"/jobs/{job['job_id']}"
+        assert set(job["links"]) == {"self", "log", "cancel", "result"}
+        done = _wait(live, job["job_id"], {"succeeded", "failed"})
+        with live.client() as client:
+            log = client.get(f"/jobs/{job['job_id']}/log", headers=A).json()
+            result = client.get(f"/result/{job['job_id']}", headers=A, follow_redirects=False)
+            video = client.get(httpx.URL(result.headers["Location"]).path, headers=A)  # the server at its port
+            alias = client.get(f"/status/{job['job_id']}", headers=A).json()
+        metrics = httpx.get(live.metrics_url).text
+    assert done["status"] == "succeeded", done
+    assert 'videogen_jobs_total{event="submitted"} 1.0' in metrics
+    assert 'videogen_jobs_total{event="succeeded"} 1.0' in metrics
+    assert "videogen_job_wait_seconds_count 1.0" in metrics
+    assert done["progress"] == {"step": 2, "total": 2, "fraction": 1.0} and done["attempts"] == 1
+    assert done["result"]["metadata"]["request_id"] == job["job_id"]
+    assert result.status_code == 303
+    frames, *_ = decode_mp4(video.content)
+    assert frames.shape == (SMALL["num_frames"], SMALL["height"], SMALL["width"], 3)
+    messages = [line["message"] for line in log["lines"]]
+    assert messages[0] == "queued" and messages[-1] == "succeeded" and any("attempt 1" in m for m in messages)
+    assert alias["status"] == "succeeded"
+
+
+def test_validation_tenants_and_idempotency(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with live_server(jobs_env.settings(tmp_path, jobs_worker=False)) as live:
+        with live.client() as client:
+            bad = client.post("/jobs", json={"prompt": "x", "height": 100}, headers=A)
+            unknown = client.post("/jobs", json={"prompt": "x", "webhook_url": "http://x"}, headers=A)
+            nokey = client.post("/jobs", json={"prompt": "x"})
+        first = _submit(live, A, idempotency_key="order-42")
+        again = _submit(live, A, idempotency_key="order-42")
+        other_tenant = _submit(live, B, idempotency_key="order-42")
+        job_id = first.json()["job_id"]
+        with live.client() as client:
+            hidden = client.get(f"/jobs/{job_id}", headers=B)
+            hidden_cancel = client.post(f"/jobs/{job_id}/cancel", headers=B)
+            missing = client.get("/jobs/does-not-exist", headers=A)
+            queued = client.get(f"/jobs/{job_id}", headers=A).json()
+            pending = client.get(f"/result/{job_id}", headers=A)
+    assert bad.status_code == 422 and unknown.status_code == 422 and nokey.status_code == 401
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["job_id"] == job_id and other_tenant.json()["job_id"] != job_id
+    assert hidden.status_code == 404 and hidden_cancel.status_code == 404 and missing.status_code == 404
+    assert queued["status"] == "queued" and queued["queue_position"] == 1
+    assert pending.status_code == 409 and pending.json()["error"] == "not_finished"
+
+
+def test_submitted_to_one_server_run_and_read_on_another(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    gateway_settings = jobs_env.settings(tmp_path / "gateway", jobs_worker=False)
+    with live_server(gateway_settings) as gateway, live_server(jobs_env.settings(tmp_path / "gpu")) as gpu:
+        job = _submit(gateway, A).json()
+        done_on_gpu = _wait(gpu, job["job_id"], {"succeeded", "failed"})
+        seen_on_gateway = _wait(gateway, job["job_id"], {"succeeded", "failed"})
+    assert done_on_gpu["status"] == seen_on_gateway["status"] == "succeeded"
+
+
+class CountingBackend(GatedBackend):
+    """Released from the start; counts the generations each prompt got."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.release.set()
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback, *, output: Path) -> Video:
+        if request.prompt == "poison":
+            self.prompts.append(request.prompt)
+            raise RuntimeError("this job always crashes")
+        return super().generate(request, on_step, output=output)
+
+
+def test_two_workers_run_every_job_exactly_once(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    first, second = CountingBackend(), CountingBackend()
+    with (
+        live_server(jobs_env.settings(tmp_path / "1"), backend=first) as one,
+        live_server(jobs_env.settings(tmp_path / "2"), backend=second) as two,
+    ):
+        ids = [_submit(one if i % 2 else two, A, prompt=f"job {i}").json()["job_id"] for i in range(10)]
+        finished = [_wait(one, job_id, {"succeeded", "failed"}) for job_id in ids]
+    assert [job["status"] for job in finished] == ["succeeded"] * 10
+    assert [job["attempts"] for job in finished] == [1] * 10
+    prompts = first.prompts + second.prompts
+    assert sorted(prompts) == sorted(f"job {i}" for i in range(10))  # each ran once, on one of them
+    assert first.prompts and second.prompts  # and both GPUs took work
+
+
+def test_crashing_job_fails_after_three_attempts_and_is_dead_lettered(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    backend = CountingBackend()
+    with live_server(jobs_env.settings(tmp_path), backend=backend) as live:
+        job_id = _submit(live, A, prompt="poison").json()["job_id"]
+        failed = _wait(live, job_id, {"failed", "succeeded"})
+        after = _submit(live, A, prompt="fine").json()["job_id"]
+        assert _wait(live, after, {"succeeded", "failed"})["status"] == "succeeded"  # still serving
+        with live.client() as client:
+            finished = [live.container.jobs.store.get(j) for j in (job_id, after)]
+            result = client.get(f"/result/{job_id}", headers=A)
+    assert failed["status"] == "failed" and failed["attempts"] == 3
+    assert failed["error"]["code"] == "generation_failed" and "after 3 attempts" in failed["error"]["message"]
+    assert backend.prompts.count("poison") == 3
+    assert jobs_env.dead_lettered() == [job_id]
+    # /result answers a failed job with its code's status in the one catalogue, as /predict would.
+    assert result.status_code == 500 and result.json()["error"] == "generation_failed"
+    # Usage is counted once, on the job records; the usage report sums exactly those.
+    (usage,) = summarize([job for job in finished if job is not None])
+    assert (usage.tenant, usage.jobs, usage.failed, usage.succeeded) == ("alpha", 2, 1, 1)
+    assert usage.bytes_out > 0 and usage.gpu_seconds > 0
+
+
+def test_cancel_queued_and_running_frees_the_gpu(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    backend = CountingBackend(step_seconds=0.2)
+    with live_server(jobs_env.settings(tmp_path), backend=backend) as live:
+        running = _submit(live, A, prompt="long", num_inference_steps=90).json()["job_id"]
+        _wait(live, running, {"running"})
+        queued = _submit(live, A, prompt="never").json()["job_id"]
+        with live.client() as client:
+            canceled_queued = client.post(f"/jobs/{queued}/cancel", headers=A).json()
+            client.post(f"/jobs/{running}/cancel", headers=A)
+        stopped = _wait(live, running, {"canceled", "succeeded", "failed"}, timeout=30)
+        later = _submit(live, A, prompt="next").json()["job_id"]
+        assert _wait(live, later, {"succeeded", "failed"})["status"] == "succeeded"
+        time.sleep(1)  # the canceled job's message has been delivered and acked by now
+    assert canceled_queued["status"] == "canceled"
+    assert stopped["status"] == "canceled" and stopped["progress"]["step"] < 90
+    assert "never" not in backend.prompts and backend.prompts == ["long", "next"]
+
+
+@pytest.fixture
+def doomed_worker(jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A separate `python -m serve` worker process, to be killed with SIGKILL mid-job."""
+    env = {
+        **os.environ,
+        **{name.upper(): str(value) for name, value in jobs_env.names.items()},
+        "JOBS_ENABLED": "true",
+        "JOBS_PROJECT": PROJECT,
+        "API_KEYS": KEYS,
+        "JOB_HEARTBEAT_SECONDS": "0.3",
+        "JOB_LEASE_SECONDS": "10",
+        "PORT": str(free_port()),
+        "METRICS_PORT": "0",
+        "OUTPUT_DIR": str(tmp_path / "doomed"),
+        "MODEL": "ltx-video-tiny",
+        "DEVICE": "cpu",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "serve"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_worker_killed_mid_job_leads_to_redelivery_and_one_completion(
+    jobs_env: JobsEnv, tmp_path: Path, doomed_worker: subprocess.Popen[bytes]
+) -> None:
+    with live_server(jobs_env.settings(tmp_path, jobs_worker=False)) as gateway:
+        slow = {"height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
+        submitted = _submit(gateway, A, prompt="interrupted", **slow)
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        _wait(gateway, job_id, {"running"}, timeout=120)
+        time.sleep(1)
+        doomed_worker.send_signal(signal.SIGKILL)
+        doomed_worker.wait(10)
+        with live_server(jobs_env.settings(tmp_path / "rescuer")) as rescuer:
+            done = _wait(rescuer, job_id, {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    log = [line["message"] for line in gateway.container.jobs.store.get(job_id)["log"]]
+    assert any("(took over)" in line for line in log) and log.count("succeeded") == 1
+
+
+def test_predict_in_queue_mode_returns_the_normal_response(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    gateway_settings = jobs_env.settings(tmp_path / "gateway", jobs_worker=False, predict_via_queue=True)
+    with (
+        live_server(gateway_settings) as gateway,
+        live_server(jobs_env.settings(tmp_path / "gpu")),
+        gateway.client() as client,
+    ):
+        response = client.post("/predict", json={"prompt": "queued predict", **SMALL}, headers=A)
+        invalid = client.post("/predict", json={"prompt": "x", "height": 4000}, headers=A)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {
+        "video_url",
+        "video_path",
+        "seed",
+        "gcs_bucket",
+        "gcs_blob",
+        "generation_time_seconds",
+        "metadata",
+    }
+    assert Path(body["video_path"]).stat().st_size > 0  # written by the GPU server
+    assert invalid.status_code == 422
+
+
+WEBHOOK_KEY = b"test-webhook-secret-0123456789"
+
+
+@pytest.fixture
+def receiver() -> Iterator[dict[str, Any]]:
+    """A webhook receiver on 127.0.0.1 that answers 500 the first time, then 200."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: dict[str, Any] = {"requests": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen["requests"].append((dict(self.headers), body))
+            self.send_response(500 if len(seen["requests"]) == 1 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen["url"] = f"http://127.0.0.1:{server.server_port}/hook"
+    yield seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_is_signed_and_retried_after_a_500(jobs_env: JobsEnv, tmp_path: Path, receiver: dict[str, Any]) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    secret = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
+    settings = jobs_env.settings(tmp_path, webhook_secret=secret, webhook_allow_private=True)
+    with live_server(settings) as live:
+        job_id = _submit(live, A, webhook_url=receiver["url"]).json()["job_id"]
+        _wait(live, job_id, {"succeeded", "failed"})
+        deadline = time.monotonic() + 30
+        while len(receiver["requests"]) < 2:
+            assert time.monotonic() < deadline, "the webhook was not retried"
+            time.sleep(0.1)
+    (first_headers, first_body), (headers, body) = receiver["requests"][:2]
+    assert first_headers["webhook-id"] == headers["webhook-id"] == f"{job_id}-job.succeeded"
+    assert first_body == body  # the same event, re-sent
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = "v1," + base64.b64encode(hmac.new(WEBHOOK_KEY, signed, hashlib.sha256).digest()).decode()
+    assert hmac.compare_digest(headers["webhook-signature"], expected)
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    event = json.loads(body)
+    assert event["type"] == "job.succeeded" and event["data"]["job_id"] == job_id
+    assert event["data"]["result"]["video_url"]
+
+
+def test_webhook_urls_to_private_link_local_or_metadata_addresses_are_refused(
+    jobs_env: JobsEnv, tmp_path: Path
+) -> None:
+    settings = jobs_env.settings(tmp_path, webhook_secret="s3cret", jobs_worker=False)
+    with live_server(settings) as live:
+        refused = {
+            url: _submit(live, A, webhook_url=url)
+            for url in (
+                "http://169.254.169.254/computeMetadata/v1/",
+                "http://metadata.google.internal/",
+                "http://10.1.2.3/hook",
+                "http://127.0.0.1:9/hook",
+                "ftp://example.com/hook",
+            )
+        }
+    for url, response in refused.items():
+        assert response.status_code == 422, url
+        assert response.json()["fields"][0]["field"] == "webhook_url"
+    with live_server(jobs_env.settings(tmp_path / "off", jobs_worker=False)) as live:
+        unconfigured = _submit(live, A, webhook_url="https://example.com/hook")
+    assert unconfigured.status_code == 422 and "not configured" in unconfigured.json()["message"]
+
+
+def test_api_role_serves_without_a_model_and_sends_work_to_the_queue(jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ROLE=api needs JOBS_ENABLED and PREDICT_VIA_QUEUE"):
+        make_settings(tmp_path, role="api")
+    api = jobs_env.settings(tmp_path / "api", role="api", predict_via_queue=True)
+    with live_server(api) as gateway:
+        with gateway.client() as client:
+            health = client.get("/health")
+        # No model at all: a gateway's runner is the NullRunner, which cannot take work itself.
+        assert type(gateway.container.runner).__name__ == "NullRunner"
+        assert gateway.container.runner.describe()["role"] == "api"
+        with live_server(jobs_env.settings(tmp_path / "gpu")), gateway.client() as client:
+            response = client.post("/predict", json={"prompt": "through the gateway", **SMALL}, headers=A)
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert response.status_code == 200, response.text
