@@ -37,3 +37,20 @@ def test_failed_encode_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         encode_mp4(np.zeros((9, 63, 64, 3), np.uint8), 24, path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_frames_always_give_the_same_file(tmp_path: Path) -> None:
+    """Same seed, same video: x264's mbtree rate control made encodes of the same frames differ
+    (2-3 different files in 4 tries, pixels up to 41 levels apart); the writer turns it off."""
+    from models.base import BackendOptions, GenerationRequest
+    from models.ltx.tiny import LTXVideoTinyBackend
+
+    backend = LTXVideoTinyBackend(BackendOptions(device="cpu"))
+    backend.load()
+    request = GenerationRequest(prompt="waves", height=64, width=64, num_frames=9, num_inference_steps=3, seed=7)
+    frames = backend.render(request, lambda step, total: None)
+    files = set()
+    for attempt in range(8):
+        encode_mp4(frames, 24, tmp_path / f"{attempt}.mp4")
+        files.add((tmp_path / f"{attempt}.mp4").read_bytes())
+    assert len(files) == 1
