@@ -165,12 +165,33 @@ class Settings(BaseSettings):
         512 * 1024**2, ge=1024, description="Largest video_in / audio_in download (413 `input_too_large`)"
     )
     fetch_timeout_seconds: float = Field(60, gt=0, description="Time one input download may take in all")
+    fetch_max_concurrent: int = Field(
+        4, ge=1, le=64, description="Input downloads at once; beyond, 503 `downloads_busy` with Retry-After"
+    )
+    input_buckets: str = Field(
+        "",
+        description="Buckets `gs://` inputs may come from, comma-separated (empty: no gs:// inputs); the output "
+        "bucket is not an input unless listed",
+    )
     fetch_allow_loopback: bool = Field(
         False, description="TESTS ONLY: allow http:// and loopback input URLs (never on a server)"
     )
 
     # Output.
     output_dir: Path = Field(Path("outputs"), description="Where videos are written and served from")
+    temp_dir: Path | None = Field(
+        None, description="Scratch space for inputs and decoded frames (emptied at start); default OUTPUT_DIR/.tmp"
+    )
+    temp_max_bytes: int = Field(
+        4 * 1024**3,
+        ge=1024**2,
+        description="Scratch one request's decoded video may take, from its header, before decoding (413 beyond)",
+    )
+    min_free_disk_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="Below this much free space for OUTPUT_DIR, /health is 503 `disk_full` and new work is refused",
+    )
     video_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (lower is better and larger)")
     video_preset: str = Field("veryfast", description="x264 preset (speed against size)")
 
@@ -190,6 +211,14 @@ class Settings(BaseSettings):
     )
     gcs_endpoint: str | None = Field(None, description="Storage endpoint for an emulator (anonymous credentials)")
     gcs_project: str | None = Field(None, description="Project for the storage client; default: from the credentials")
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.temp_dir or self.output_dir / ".tmp"
+
+    @property
+    def input_bucket_set(self) -> set[str]:
+        return {b.strip() for b in self.input_buckets.split(",") if b.strip()}
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

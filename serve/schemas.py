@@ -140,6 +140,7 @@ class Lifecycle(StrEnum):
     SETUP_FAILED = "setup_failed"
     GPU_FAILED = "gpu_failed"
     NO_API_KEYS = "no_api_keys"
+    DISK_FULL = "disk_full"
     DRAINING = "draining"
 
     def is_serving(self) -> bool:

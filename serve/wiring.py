@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -154,7 +155,12 @@ def backend_options(settings: Settings) -> BackendOptions:
             deepcache=settings.latentsync_deepcache,
             deepcache_interval=settings.latentsync_deepcache_interval,
             face_grace_frames=settings.latentsync_face_grace_frames,
-            limits=MediaLimits(max_seconds=settings.lipsync_max_seconds, max_pixels=settings.lipsync_max_pixels),
+            limits=MediaLimits(
+                max_seconds=settings.lipsync_max_seconds,
+                max_pixels=settings.lipsync_max_pixels,
+                scratch_dir=settings.scratch_dir,
+                max_scratch_bytes=settings.temp_max_bytes,
+            ),
         ),
     )
 
@@ -196,7 +202,7 @@ def build(settings: Settings, *, backend: Backend | None = None) -> Container:
     """Every component for `settings`; `backend` replaces the registry's (tests use it)."""
     metrics = Metrics()
     keys, refresher = _keys(settings)
-    store = LocalStore(settings.output_dir)
+    store = LocalStore(settings.output_dir, settings.scratch_dir)
     gcs = _gcs(settings)
     spec = spec_for(backend.task if backend is not None else task_of(settings.model))
     runner: Runner
@@ -214,6 +220,7 @@ def build(settings: Settings, *, backend: Backend | None = None) -> Container:
     context = TaskContext(
         settings=settings,
         metrics=metrics,
+        downloads=threading.BoundedSemaphore(settings.fetch_max_concurrent),
         gcs=gcs,
         storage_client=(lambda: gcs.client)
         if gcs is not None

@@ -6,6 +6,8 @@ locals {
     {
       GENERATION_TIMEOUT_SECONDS = tostring(var.generation_timeout_seconds)
       DRAIN_TIMEOUT_SECONDS      = tostring(var.drain_timeout_seconds)
+      # NOTE: the server takes gs:// inputs only from these buckets, the ones iam.tf lets it read.
+      INPUT_BUCKETS = join(",", var.input_buckets)
     },
     local.jobs_server_env,
     var.server_env,

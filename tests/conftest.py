@@ -12,6 +12,7 @@ import pytest
 from serve.config import Settings
 from serve.obs.logs import make_handler
 from tests.support.emulators import GcsEmulator, start_emulator, start_fake_gcs
+from tests.support.jobs import JobsEnv, make_jobs_env
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import make_settings
 
@@ -90,3 +91,8 @@ def gcp_emulators() -> Iterator[dict[str, str]]:
                 os.environ[name] = value
         for emulator in started:
             emulator.stop()
+
+
+@pytest.fixture
+def jobs_env(gcp_emulators: dict[str, str]) -> JobsEnv:
+    return make_jobs_env(gcp_emulators)

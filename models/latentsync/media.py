@@ -8,6 +8,7 @@ The output is written frame by frame as the chunks finish, with the speech muxed
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,10 @@ SAMPLE_RATE = 16000
 class MediaLimits:
     max_seconds: float = 60.0
     max_pixels: int = 1920 * 1080
+    # Decoded frames go to a disk-backed array here (None: the system's temp folder), at most
+    # this many bytes, judged from the container's header before anything is decoded.
+    scratch_dir: Path | None = None
+    max_scratch_bytes: int = 4 * 1024**3
 
 
 def read_audio(path: Path, limits: MediaLimits) -> np.ndarray:
@@ -61,7 +66,9 @@ def read_audio(path: Path, limits: MediaLimits) -> np.ndarray:
 @contextmanager
 def read_video(path: Path, limits: MediaLimits) -> Iterator[np.ndarray]:
     """Yields the clip at 25 fps as a read-only (frames, h, w, 3) uint8 array backed by a temp file."""
-    with tempfile.TemporaryDirectory(prefix="lipsync-") as tmp:
+    if limits.scratch_dir is not None:
+        limits.scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lipsync-", dir=limits.scratch_dir) as tmp:
         yield _decode_to_disk(path, limits, Path(tmp) / "frames.npy")
 
 
@@ -84,7 +91,17 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
             duration = container.duration / 1_000_000
         if duration is not None and duration > limits.max_seconds + 1:
             raise InputError("input_too_long", f"video_in is {duration:.1f} s; the limit is {limits.max_seconds:g} s")
-        capacity = int(limits.max_seconds * FPS) + 2
+        # Room for the frames the header announces (a little more: rounding, a last long frame);
+        # a clip that runs past it is lying about its length. No header duration: the longest allowed.
+        limit = int(limits.max_seconds * FPS) + 2
+        capacity = min(limit, math.ceil(duration * FPS * 1.05) + 3) if duration is not None else limit
+        needed = capacity * height * width * 3
+        if needed > limits.max_scratch_bytes:
+            raise InputError(
+                "input_too_large",
+                f"video_in ({width}x{height}, {duration if duration is not None else 'unknown'} s) would take "
+                f"{needed} bytes decoded; this server allows {limits.max_scratch_bytes}",
+            )
         frames = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(capacity, height, width, 3))
         count = 0
         step = 1 / float(stream.average_rate) if stream.average_rate else 1 / FPS
@@ -93,6 +110,8 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
             nonlocal count
             while count / FPS < seconds - 1e-6:
                 if count >= capacity:
+                    if capacity < limit:
+                        raise InputError("invalid_video", "video_in runs longer than its header says")
                     raise InputError("input_too_long", f"video_in is longer than {limits.max_seconds:g} s")
                 frames[count] = image
                 count += 1

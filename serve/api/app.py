@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from serve.api.deps import correlation_id
 from serve.api.errors import install_error_handlers
 from serve.api.middleware import RequestContextMiddleware
 from serve.api.openapi import publish_limits
@@ -36,12 +37,13 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container  # read only by serve.api.deps
     install_error_handlers(app)
+    traced = [Depends(correlation_id)]
     app.include_router(ops.router)
-    app.include_router(predict.predict_router(container.spec))
-    app.include_router(videos.router)
+    app.include_router(predict.predict_router(container.spec), dependencies=traced)
+    app.include_router(videos.router, dependencies=traced)
     if container.jobs is not None:
-        app.include_router(jobs.submit_router(container.spec))
-        app.include_router(jobs.router)
+        app.include_router(jobs.submit_router(container.spec), dependencies=traced)
+        app.include_router(jobs.router, dependencies=traced)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=container.metrics,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader
 
 from serve.config import Settings
@@ -90,6 +90,18 @@ async def require_api_key(
 
 
 Caller = Annotated[Identity, Depends(require_api_key)]
+
+
+async def correlation_id(
+    x_request_id: Annotated[
+        str | None,
+        Header(
+            description="Your correlation id (8-64 of A-Z a-z 0-9 . _ -), echoed and logged; another value is "
+            "replaced by the server's. It never names a file or a job."
+        ),
+    ] = None,
+) -> None:
+    """Declares X-Request-ID in the API description (serve/api/middleware.py reads it)."""
 
 
 def request_id_of(request: Request) -> str:

@@ -3,7 +3,6 @@ statuses come from the one catalogue (serve.errors); never a stack trace."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,8 +12,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.api.deps import request_id_of
 from serve.errors import CATALOGUE, CODE_OF_HTTP_STATUS, ServeError
-
-log = logging.getLogger("serve.api.errors")
 
 
 def error_response(
@@ -69,13 +66,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, code, str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id_of(request)})
-    return error_response(request, "internal_error", "internal error; quote the request id when reporting it")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServeError, _serve_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    # Anything else is answered by serve/api/middleware.py (a 500 with X-Request-ID, logged).

@@ -16,6 +16,7 @@ from serve.obs.metrics import Metrics
 log = logging.getLogger("serve.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_DRAIN_FACTOR = 16  # bodies up to 16x the cap are read to their end before the 413
 
 
 class RequestContextMiddleware:
@@ -37,12 +38,12 @@ class RequestContextMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        status = 500
+        status, responded = 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -52,17 +53,32 @@ class RequestContextMiddleware:
                 buffered = await self._read_body(headers, receive)
                 if buffered is None:
                     state["error"] = "body_too_large"
-                    await self._reject_too_large(request_id, send_with_id)
+                    message = f"request body exceeds {self.max_body_bytes} bytes"
+                    await _send_error(send_with_id, 413, "body_too_large", message, request_id, close=True)
                     return
                 receive = _replay(buffered, receive)
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # What no handler took (Starlette's last resort answers outside this middleware, so its
+            # 500 would lack X-Request-ID): answered here, with the id, and logged once.
+            log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+            if responded:
+                raise
+            state["error"] = "internal_error"
+            message = "internal error; quote the request id when reporting it"
+            await _send_error(send_with_id, 500, "internal_error", message, request_id)
         finally:
             self._record(scope, headers, state, status, time.perf_counter() - started)
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> list[Message] | None:
-        """The body's messages, or None when it is larger than allowed (read no further)."""
+        """The body's messages, or None when it is larger than allowed. A body a little too large
+        is read to its end (and dropped) before the 413, so the client, still sending, gets the
+        answer instead of a connection reset; a much larger one is not read at all."""
         declared = headers.get("content-length", "")
+        drain_limit = _DRAIN_FACTOR * self.max_body_bytes
         if declared.isdigit() and int(declared) > self.max_body_bytes:
+            if int(declared) <= drain_limit:
+                await _drain(receive, drain_limit)
             return None
         messages, size = [], 0
         while True:
@@ -72,21 +88,11 @@ class RequestContextMiddleware:
                 return messages
             size += len(message.get("body", b""))
             if size > self.max_body_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive, drain_limit - size)
                 return None
             if not message.get("more_body", False):
                 return messages
-
-    async def _reject_too_large(self, request_id: str, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": "body_too_large",
-                "message": f"request body exceeds {self.max_body_bytes} bytes",
-                "request_id": request_id,
-            }
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
 
     def _record(
         self, scope: Scope, headers: dict[str, str], state: dict[str, Any], status: int, seconds: float
@@ -150,3 +156,27 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, request_id: str, *, close: bool = False
+) -> None:
+    """A JSON error written at the ASGI level (no app to answer it)."""
+    body = json.dumps({"error": code, "message": message, "request_id": request_id}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop what is left of a request body, up to `limit` bytes."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

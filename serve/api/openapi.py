@@ -28,6 +28,7 @@ GENERATION_ERRORS = (
     "gpu_out_of_memory",
     "upload_failed",
     "shutting_down",
+    "disk_full",
     "generation_timeout",
 )
 JOB_ERRORS = ("unauthorized", "not_found")

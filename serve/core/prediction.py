@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,10 +66,17 @@ class PredictionService:
         """What the spec refuses before queueing (it may resolve names: off the event loop)."""
         await asyncio.to_thread(self.spec.check, body, self.context)
 
+    def check_disk(self) -> None:
+        """New work needs room for its video (and /health says so too: serve/core/health.py)."""
+        floor = self.context.settings.min_free_disk_bytes
+        if floor and self.store.free_bytes() < floor:
+            raise ServeError("disk_full", f"less than {floor} bytes free on this server's disk; retry on another")
+
     async def predict(
         self,
         body: Any,
         *,
+        tenant: str,
         request_id: str,
         is_disconnected: Disconnected | None = None,
         on_task: Callable[[Task], None] | None = None,
@@ -79,17 +85,17 @@ class PredictionService:
         """Raises ServeError (its code says what went wrong); UploadPending when only the upload
         failed (retried here in the background unless the caller retries it itself)."""
         # 1. Check against this server's bounds, and where the video will go. The video's name
-        #    is the server's own: a client's header never names a file.
+        #    is the server's own (tagged with its tenant): a client's header never names a file.
         await self.check(body)
-        name = uuid.uuid4().hex
+        self.check_disk()
+        output = self.store.new_path(tenant)
         requested = self.spec.destination(body)
-        destination = self.gcs.destination(name, requested) if self.gcs is not None else None
+        destination = self.gcs.destination(output.stem, requested) if self.gcs is not None else None
         # 2. Prepare the backend's request (lip-sync: download the inputs, before queueing).
         prepared = await self.spec.prepare(body, self.context, request_id)
         # 3. Queue for the GPU and wait; the backend writes the MP4 through the one writer.
         try:
             loop = asyncio.get_running_loop()
-            output = self.store.path_for(name)
             task = Task(request=prepared.request, request_id=request_id, output=output, future=loop.create_future())
             self.runner.submit(task)
             if on_task is not None:

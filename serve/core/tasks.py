@@ -9,9 +9,10 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,12 +35,14 @@ ModelRequest = GenerationRequest | LipSyncRequest
 
 @dataclass(frozen=True, kw_only=True)
 class TaskContext:
-    """What the specs need from the server: its settings, its output, a storage client."""
+    """What the specs need from the server: its settings, its output, a storage client, and the
+    slots for input downloads (FETCH_MAX_CONCURRENT)."""
 
     settings: Settings
     metrics: Metrics
     gcs: GcsOutput | None
     storage_client: Callable[[], Any]
+    downloads: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class LipSync(TaskSpec):
         "invalid_video",
         "invalid_audio",
         "no_face_detected",
+        "downloads_busy",
     )
     _FIELDS = ("video_in", "audio_in")
 
@@ -123,34 +127,40 @@ class LipSync(TaskSpec):
             max_bytes=settings.fetch_max_bytes,
             timeout=settings.fetch_timeout_seconds,
             allow_loopback=settings.fetch_allow_loopback,
+            input_buckets=frozenset(settings.input_bucket_set),
         )
 
     def check(self, body: LipSyncPredictRequest, ctx: TaskContext) -> None:
         super().check(body, ctx)
-        for field in self._FIELDS:
-            url = getattr(body, field)
-            if not url.startswith("gs://"):
-                check_url(url, field, self._policy(ctx.settings))
+        for name in self._FIELDS:
+            check_url(getattr(body, name), name, self._policy(ctx.settings))
 
     async def prepare(self, body: LipSyncPredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
-        """Download the inputs before the request takes a place in the GPU queue."""
-        folder = Path(tempfile.mkdtemp(prefix="videogen-inputs-"))
+        """Download the inputs before the request takes a place in the GPU queue, into the scratch
+        folder, holding one of the server's download slots (503 `downloads_busy` when none is free)."""
+        if not ctx.downloads.acquire(blocking=False):
+            ctx.metrics.rejected.labels("downloads_busy").inc()
+            raise ServeError("downloads_busy", "this server is downloading as many inputs as it may; retry shortly")
+        ctx.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="videogen-inputs-", dir=ctx.settings.scratch_dir))
         policy = self._policy(ctx.settings)
         try:
-            for field in self._FIELDS:
-                url, started = getattr(body, field), time.perf_counter()
+            for name in self._FIELDS:
+                url, started = getattr(body, name), time.perf_counter()
                 try:
-                    size = await asyncio.to_thread(fetch, ctx.storage_client, url, folder / field, field, policy)
+                    size = await asyncio.to_thread(fetch, ctx.storage_client, url, folder / name, name, policy)
                 except ServeError as exc:
                     ctx.metrics.rejected.labels(exc.code).inc()
                     raise
                 seconds = round(time.perf_counter() - started, 3)
                 log.info(
-                    "input fetched", extra={"request_id": request_id, "field": field, "bytes": size, "seconds": seconds}
+                    "input fetched", extra={"request_id": request_id, "field": name, "bytes": size, "seconds": seconds}
                 )
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        finally:
+            ctx.downloads.release()
         request = LipSyncRequest(
             video_path=folder / "video_in",
             audio_path=folder / "audio_in",

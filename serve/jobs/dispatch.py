@@ -31,7 +31,7 @@ class LocalDispatch:
     async def predict(
         self, body: Any, *, request_id: str, tenant: str, is_disconnected: Disconnected | None = None
     ) -> Prediction:
-        return await self.service.predict(body, request_id=request_id, is_disconnected=is_disconnected)
+        return await self.service.predict(body, tenant=tenant, request_id=request_id, is_disconnected=is_disconnected)
 
 
 class JobReader(Protocol):

@@ -46,7 +46,11 @@ class JobRun:
         try:
             try:
                 prediction = await self.service.predict(
-                    body, request_id=job["job_id"], on_task=on_task, retry_upload_in_background=False
+                    body,
+                    tenant=job["tenant"],
+                    request_id=job["job_id"],
+                    on_task=on_task,
+                    retry_upload_in_background=False,
                 )
             except UploadPending as pending:
                 prediction = await self._upload_again(pending)

@@ -10,6 +10,7 @@ that ends a job writes its GPU seconds and bytes out onto the job, and the usage
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,14 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from serve.errors import ServeError
 from serve.jobs.model import Claim, JobStatus, bounded_log, is_terminal, log_line, now
+
+
+def request_digest(request: dict[str, Any], webhook_url: str | None) -> str:
+    """What makes two submissions the same request."""
+    canonical = json.dumps({"request": request, "webhook_url": webhook_url}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class JobStore:
@@ -32,7 +40,9 @@ class JobStore:
         self, tenant: str, request: dict[str, Any], idempotency_key: str | None, webhook_url: str | None = None
     ) -> tuple[dict[str, Any], bool]:
         """The new job, or the existing one for the same tenant and idempotency key; and whether
-        it was created now."""
+        it was created now. The same key with another body (or webhook) is `idempotency_conflict`:
+        returning the old job would silently drop the new request."""
+        digest = request_digest(request, webhook_url)
         if idempotency_key:
             job_id = hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()[:32]
         else:
@@ -44,6 +54,7 @@ class JobStore:
             "status": JobStatus.QUEUED.value,
             "request": request,
             "idempotency_key": idempotency_key,
+            "request_digest": digest,
             "webhook_url": webhook_url,
             "created_at": created,
             "updated_at": created,
@@ -65,6 +76,12 @@ class JobStore:
             existing = self.get(job_id)
             if existing is None:  # expired and deleted between the two calls: a new job after all
                 return self.create(tenant, request, idempotency_key, webhook_url)
+            if existing.get("request_digest", digest) != digest:
+                raise ServeError(
+                    "idempotency_conflict",
+                    f"idempotency_key {idempotency_key!r} was used for job {job_id} with another body; "
+                    "use a new key for a new request",
+                ) from None
             return existing, False
         return doc, True
 

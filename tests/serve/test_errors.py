@@ -18,8 +18,8 @@ from serve.errors import CATALOGUE, CODE_OF_HTTP_STATUS, Kind, ServeError, inval
 from serve.jobs.dispatch import QueuedDispatch
 
 ROOT = Path(__file__).resolve().parents[2]
-# Calls whose first argument is an error code.
-_CODE_CALLS = {"ServeError", "InputError", "error_response"}
+# Calls that take an error code, and the position of that argument.
+_CODE_CALLS = {"ServeError": 0, "InputError": 0, "error_response": 1, "_send_error": 2}
 
 
 def _raise_site_codes() -> list[tuple[str, str]]:
@@ -31,8 +31,8 @@ def _raise_site_codes() -> list[tuple[str, str]]:
             where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                index = 1 if name == "error_response" else 0
-                if name in _CODE_CALLS and len(node.args) > index and isinstance(node.args[index], ast.Constant):
+                index = _CODE_CALLS.get(name, -1)
+                if index >= 0 and len(node.args) > index and isinstance(node.args[index], ast.Constant):
                     found.append((where, node.args[index].value))
             elif isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "code_name" for t in node.targets):
                 if isinstance(node.value, ast.Constant):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -46,7 +47,12 @@ class LiveServer:
 
 @contextmanager
 def live_server(settings: Settings, *, backend: Backend | None = None, ready: bool = True) -> Iterator[LiveServer]:
-    """The real app (built by serve.wiring, as `python -m serve` builds it) under uvicorn."""
+    """The real app (built by serve.wiring, as `python -m serve` builds it) under uvicorn, with
+    the root logger at the server's LOG_LEVEL (INFO by default), so every log call a request
+    makes really builds its record, as in production (pytest's default would skip INFO ones)."""
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(settings.log_level.upper())
     container = build(settings, backend=backend)
     app = create_app(container)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -67,3 +73,4 @@ def live_server(settings: Settings, *, backend: Backend | None = None, ready: bo
         server.should_exit = True
         thread.join(30)
         sock.close()
+        root.setLevel(old_level)

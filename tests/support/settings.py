@@ -1,4 +1,6 @@
-"""Settings for tests: the server's production defaults, a test key, a temporary output folder."""
+"""Settings for tests: the server's production defaults (ENVIRONMENT=gce: keys must be given, none is
+generated; LOG_LEVEL=INFO, which tests/support/server.py applies), a test key, a temporary output
+folder and the tiny model on the CPU."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "model": "ltx-video-tiny",
         "model_path": None,
         "device": "cpu",
-        "environment": "local",
+        "environment": "gce",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

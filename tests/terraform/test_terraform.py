@@ -289,3 +289,9 @@ def test_gateway_mode_scales_gpus_from_zero_on_the_backlog() -> None:
     modes = config()["variable"]["deployment_mode"]
     assert modes["default"] == "all_in_one"
     assert any("var.jobs_enabled" in v["condition"] for v in modes["validation"])
+
+
+def test_input_buckets_reach_the_server_and_only_they_are_readable_as_inputs() -> None:
+    assert 'INPUT_BUCKETS = join(",", var.input_buckets)' in config()["locals"]["server_env"]
+    readers = resources("google_storage_bucket_iam_member")
+    assert readers["inputs_reader"]["for_each"] == "${toset(var.input_buckets)}"

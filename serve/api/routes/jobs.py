@@ -5,13 +5,14 @@ tenant; any other id is a 404."""
 # No `from __future__ import annotations`: the submit body's type is the task spec's (see predict.py).
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from serve.api.deps import Caller, JobsDep, SettingsDep, absolute
-from serve.api.openapi import GENERATION_ERRORS, JOB_ERRORS, responses
+from serve.api.openapi import JOB_ERRORS, responses
 from serve.config import Settings
 from serve.core.tasks import TaskSpec
 from serve.errors import ServeError, from_stored
@@ -20,6 +21,7 @@ from serve.schemas import JobLogResponse, JobResponse
 from serve.wiring import Jobs
 
 _404 = responses(*JOB_ERRORS)
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _view(job: dict[str, Any], request: Request, settings: Settings, position: int | None = None) -> JobResponse:
@@ -32,7 +34,9 @@ def _view(job: dict[str, Any], request: Request, settings: Settings, position: i
 
 
 async def _own_job(jobs: Jobs, job_id: str, caller: Any) -> dict[str, Any]:
-    job = await asyncio.to_thread(jobs.store.get, job_id) if len(job_id) <= 64 else None
+    # Job ids are the server's own (32 hex digits); anything else is unknown without asking the
+    # store, which refuses ids such as `.`, `..` or `__x__` with an error of its own.
+    job = await asyncio.to_thread(jobs.store.get, job_id) if _JOB_ID.fullmatch(job_id) else None
     if job is None or job["tenant"] != caller.tenant:
         raise ServeError("not_found", f"no job {job_id!r}")
     return job
@@ -65,10 +69,16 @@ def submit_router(spec: TaskSpec) -> APIRouter:
             headers={"Location": described.links["self"]},
         )
 
-    codes = (*GENERATION_ERRORS[:4], "queue_unavailable", *spec.input_errors)
+    codes = ("unauthorized", "body_too_large", "invalid_request", "idempotency_conflict", "queue_unavailable")
+    codes_with_inputs = (*codes, *spec.input_errors)
     for path in ("/jobs", "/process"):
         router.add_api_route(
-            path, submit, methods=["POST"], status_code=202, response_model=JobResponse, responses=responses(*codes)
+            path,
+            submit,
+            methods=["POST"],
+            status_code=202,
+            response_model=JobResponse,
+            responses=responses(*codes_with_inputs),
         )
     return router
 

@@ -36,7 +36,13 @@ async def root(runner: RunnerDep) -> dict[str, Any]:
 )
 async def health(container: ContainerDep) -> JSONResponse:
     """200 only when the model is loaded and a warm-up generation succeeded; 503 with a reason otherwise."""
-    body = compose_health(container.runner, container.keys, container.key_refresher)
+    body = compose_health(
+        container.runner,
+        container.keys,
+        container.key_refresher,
+        container.store,
+        container.settings.min_free_disk_bytes,
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.status.is_serving() else 503)
 
 

@@ -18,8 +18,8 @@ router = APIRouter(tags=["videos"])
     responses={200: {"content": {"video/mp4": {}}}, **responses("unauthorized", "not_found")},
 )
 async def video(name: str, caller: Caller, store: StoreDep) -> FileResponse:
-    """Download a stored video by the name in `video_url`."""
-    path = store.find(name)
+    """Download a stored video by the name in `video_url` (only with a key of the tenant that made it)."""
+    path = store.find(name, caller.tenant)
     if path is None:
         raise ServeError("not_found", f"no video named {name!r}")
     return FileResponse(path, media_type="video/mp4", filename=name)

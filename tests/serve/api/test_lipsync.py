@@ -25,10 +25,9 @@ from models.latentsync.landmarks import FaceLandmarker
 from models.latentsync.media import MediaLimits
 from models.latentsync.tiny import LatentSyncTinyBackend
 from models.mp4 import Mp4Options, encode_mp4
-from tests.serve.jobs.test_jobs_emulators import ALPHA, JobsEnv
-from tests.serve.jobs.test_jobs_emulators import jobs_env as jobs_env  # a fixture
 from tests.support.emulators import GcsEmulator
 from tests.support.fixtures import fixtures
+from tests.support.jobs import ALPHA, JobsEnv
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import KEY, make_settings
 
@@ -96,7 +95,7 @@ def backend() -> LatentSyncTinyBackend:
 
 @pytest.fixture(scope="module")
 def live(
-    tmp_path_factory: pytest.TempPathFactory, gcs_emulator: GcsEmulator, backend: LatentSyncTinyBackend
+    tmp_path_factory: pytest.TempPathFactory, gcs_emulator: GcsEmulator, backend: LatentSyncTinyBackend, bucket: str
 ) -> Iterator[LiveServer]:
     settings = make_settings(
         tmp_path_factory.mktemp("lipsync"),
@@ -104,6 +103,7 @@ def live(
         gcs_endpoint=gcs_emulator.url,
         fetch_allow_loopback=True,
         lipsync_max_seconds=10,
+        input_buckets=bucket,
     )
     with live_server(settings, backend=backend) as server:
         assert server.container.runner.state.value == "ready", server.container.runner.reason
@@ -459,3 +459,106 @@ def test_two_different_destinations_are_refused(strict: LiveServer) -> None:
     assert (status, answer["error"]) == (422, "invalid_request") and "not two different ones" in answer[
         "message"
     ] + str(answer.get("fields"))
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("gs://B_A_D/x.mp4", "invalid_request"),
+        ("gs://a..b/x.mp4", "invalid_request"),
+        ("gs://ab/", "invalid_request"),
+        ("gs://not-an-input-bucket/in/face.mp4", "unsafe_url"),  # e.g. the outputs bucket: not listed
+    ],
+)
+def test_gs_inputs_come_only_from_input_buckets_with_valid_names(live: LiveServer, url: str, code: str) -> None:
+    status, answer = _predict(live, video_in=url, audio_in="https://8.8.8.8/a.wav")
+    assert (status, answer["error"]) == (422, code), answer
+    assert "video_in" in answer["message"]
+
+
+class _Drip(SimpleHTTPRequestHandler):
+    """Announces a large body, then sends one byte a second."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def drip() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+    server.shutdown()
+
+
+def test_a_dripping_input_is_cut_at_its_deadline(drip: str, tmp_path: Path) -> None:
+    from serve.errors import ServeError
+    from serve.io.fetch import FetchPolicy, fetch_https
+
+    started = time.monotonic()
+    with pytest.raises(ServeError) as raised:
+        fetch_https(drip, tmp_path / "x", "video_in", FetchPolicy(timeout=2, allow_loopback=True))
+    elapsed = time.monotonic() - started
+    print(f"drip cut after {elapsed:.2f} s (deadline 2 s)")
+    assert raised.value.code == "input_unreachable" and "longer than 2 s" in raised.value.message
+    assert elapsed < 3.0
+
+
+def test_downloads_are_bounded_and_the_next_one_is_told_to_retry(
+    drip: str, tmp_path: Path, file_server: str, backend: LatentSyncTinyBackend
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        model="latentsync-tiny",
+        warmup=False,
+        fetch_allow_loopback=True,
+        fetch_max_concurrent=1,
+        fetch_timeout_seconds=3,
+    )
+    with live_server(settings, backend=backend) as server:
+        held: dict[str, tuple[int, dict]] = {}
+        first = threading.Thread(target=lambda: held.setdefault("r", _predict(server, video_in=drip, audio_in=drip)))
+        first.start()
+        time.sleep(0.5)  # the drip holds the only download slot
+        with server.client() as client:
+            busy = client.post(
+                "/predict",
+                json={"video_in": f"{file_server}/face.mp4", "audio_in": f"{file_server}/speech.wav"},
+                headers={"X-API-Key": KEY},
+            )
+        first.join(30)
+        assert (busy.status_code, busy.json()["error"]) == (503, "downloads_busy") and "Retry-After" in busy.headers
+        assert held["r"][0] == 422 and held["r"][1]["error"] == "input_unreachable"
+        status, answer = _predict(server, video_in=f"{file_server}/face.mp4", audio_in=f"{file_server}/speech.wav")
+        assert status == 200, answer  # the slot came back
+        assert list((tmp_path / "outputs" / ".tmp").iterdir()) == []  # no scratch left behind
+
+
+def test_an_oversized_clip_is_refused_from_its_header_before_decoding(tmp_path: Path) -> None:
+    from models.base import InputError
+    from models.latentsync.media import read_video
+
+    clip = tmp_path / "black.mp4"
+    encode_mp4(np.zeros((125, 360, 640, 3), np.uint8), 25, clip)  # 5 s of black: ~86 MB decoded, a few KB here
+    scratch = tmp_path / "scratch"
+    limits = MediaLimits(max_seconds=60, scratch_dir=scratch, max_scratch_bytes=50 * 1024**2)
+    with pytest.raises(InputError) as raised, read_video(clip, limits):
+        pass
+    assert raised.value.code == "input_too_large" and "would take" in str(raised.value)
+    assert clip.stat().st_size < 100_000 and list(scratch.iterdir()) == []  # nothing decoded, nothing left
+    with read_video(clip, MediaLimits(max_seconds=60, scratch_dir=scratch, max_scratch_bytes=200 * 1024**2)) as frames:
+        assert frames.shape == (125, 360, 640, 3)  # within the budget it decodes
+    assert list(scratch.iterdir()) == []

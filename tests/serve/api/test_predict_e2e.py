@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -78,7 +79,7 @@ def test_request_id_header_is_echoed_and_reported(tiny_server: LiveServer) -> No
 
 def test_storage_failure_is_a_clean_500_and_the_server_keeps_serving(tiny_server: LiveServer) -> None:
     root = tiny_server.container.store.root
-    root.rmdir()
+    shutil.rmtree(root)
     root.write_text("not a directory any more")  # every write under it now fails
     with tiny_server.client() as client:
         response = client.post(

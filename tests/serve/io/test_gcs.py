@@ -53,7 +53,7 @@ def test_video_lands_in_the_bucket_under_the_dated_name(gcs_emulator: GcsEmulato
     result = response.json()
     assert result["gcs_bucket"] == bucket
     # Dated, and named by the server's own id (never by a client's X-Request-ID).
-    assert re.fullmatch(rf"videos/{datetime.now(UTC):%Y/%m/%d}/[0-9a-f]{{32}}\.mp4", result["gcs_blob"])
+    assert re.fullmatch(rf"videos/{datetime.now(UTC):%Y/%m/%d}/[0-9a-f]{{12}}-[0-9a-f]{{32}}\.mp4", result["gcs_blob"])
     assert result["metadata"]["request_id"] not in result["gcs_blob"]
     assert result["video_path"] == f"gs://{bucket}/{result['gcs_blob']}"
     assert result["video_url"] == f"https://storage.cloud.google.com/{bucket}/{result['gcs_blob']}"

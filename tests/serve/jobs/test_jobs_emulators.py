@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,77 +16,16 @@ import pytest
 
 from models.base import GenerationRequest, StepCallback, Video
 from serve.cli.usage import summarize
-from serve.config import Settings
 from tests.support.backends import GatedBackend
+from tests.support.jobs import ALPHA, BETA, KEYS, PROJECT, JobsEnv
 from tests.support.media import decode_mp4, free_port
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import SMALL, make_settings
 
 ROOT = Path(__file__).resolve().parents[3]
-PROJECT = "test-project"
-ALPHA, BETA = "key-alpha-0123456789", "key-beta-0123456789"
-KEYS = f"alpha:{ALPHA},beta:{BETA}"
+
 A = {"X-API-Key": ALPHA}
 B = {"X-API-Key": BETA}
-
-
-@dataclass
-class JobsEnv:
-    suffix: str
-    emulators: dict[str, str]
-
-    @property
-    def names(self) -> dict[str, Any]:
-        return {
-            "pubsub_topic": f"jobs-{self.suffix}",
-            "pubsub_subscription": f"jobs-worker-{self.suffix}",
-            "pubsub_dead_letter_topic": f"jobs-dead-{self.suffix}",
-            "jobs_collection": f"jobs_{self.suffix}",
-        }
-
-    def settings(self, tmp_path: Path, **overrides: Any) -> Settings:
-        values = {
-            "jobs_enabled": True,
-            "jobs_project": PROJECT,
-            "api_keys": KEYS,
-            "job_heartbeat_seconds": 0.3,
-            "job_lease_seconds": 10,
-            **self.names,
-            **overrides,
-        }
-        return make_settings(tmp_path, **values)
-
-    def dead_lettered(self) -> list[str]:
-        from google.cloud import pubsub_v1
-
-        subscriber = pubsub_v1.SubscriberClient()
-        path = subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{self.suffix}")
-        response = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=10)
-        return [m.message.data.decode() for m in response.received_messages]
-
-
-@pytest.fixture
-def jobs_env(gcp_emulators: dict[str, str]) -> JobsEnv:
-    from google.cloud import pubsub_v1
-
-    env = JobsEnv(uuid.uuid4().hex[:8], gcp_emulators)
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    names = env.names
-    topic = publisher.topic_path(PROJECT, names["pubsub_topic"])
-    dead = publisher.topic_path(PROJECT, names["pubsub_dead_letter_topic"])
-    publisher.create_topic(name=topic)
-    publisher.create_topic(name=dead)
-    subscriber.create_subscription(
-        request={
-            "name": subscriber.subscription_path(PROJECT, names["pubsub_subscription"]),
-            "topic": topic,
-            "ack_deadline_seconds": 10,
-        }
-    )
-    subscriber.create_subscription(
-        request={"name": subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{env.suffix}"), "topic": dead}
-    )
-    return env
 
 
 def _submit(live: LiveServer, headers: dict[str, str], **body: Any) -> httpx.Response:
@@ -144,16 +81,24 @@ def test_validation_tenants_and_idempotency(jobs_env: JobsEnv, tmp_path: Path) -
         first = _submit(live, A, idempotency_key="order-42")
         again = _submit(live, A, idempotency_key="order-42")
         other_tenant = _submit(live, B, idempotency_key="order-42")
+        conflict = _submit(live, A, idempotency_key="order-42", prompt="another request")
         job_id = first.json()["job_id"]
         with live.client() as client:
             hidden = client.get(f"/jobs/{job_id}", headers=B)
             hidden_cancel = client.post(f"/jobs/{job_id}/cancel", headers=B)
             missing = client.get("/jobs/does-not-exist", headers=A)
+            # Names Firestore refuses as document ids: 404 like any other unknown id, never 500.
+            odd = [client.get(f"/jobs/{name}", headers=A) for name in ("__x__", "%2E", "%2E%2E", "a%2Fb", "x" * 64)]
             queued = client.get(f"/jobs/{job_id}", headers=A).json()
             pending = client.get(f"/result/{job_id}", headers=A)
     assert bad.status_code == 422 and unknown.status_code == 422 and nokey.status_code == 401
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["job_id"] == job_id and other_tenant.json()["job_id"] != job_id
+    assert (conflict.status_code, conflict.json()["error"]) == (409, "idempotency_conflict")
+    assert "order-42" in conflict.json()["message"]
+    assert [(r.status_code, r.json()["error"], "x-request-id" in r.headers) for r in odd] == [
+        (404, "not_found", True)
+    ] * 5
     assert hidden.status_code == 404 and hidden_cancel.status_code == 404 and missing.status_code == 404
     assert queued["status"] == "queued" and queued["queue_position"] == 1
     assert pending.status_code == 409 and pending.json()["error"] == "not_finished"

@@ -87,7 +87,7 @@ def _run(tmp_path: Path, failures: int, attempts: int) -> tuple[Any, CountingBac
         context = TaskContext(settings=settings, metrics=metrics, gcs=gcs, storage_client=lambda: None)  # type: ignore[arg-type]
         service = PredictionService(spec=TextToVideo(), context=context, runner=runner, store=store, metrics=metrics)
         run = JobRun(service=service, metrics=metrics, upload_attempts=attempts, upload_delay=0.01)
-        job = {"job_id": "job1", "request": {"prompt": "p", **SMALL}}
+        job = {"job_id": "job1", "tenant": "alpha", "request": {"prompt": "p", **SMALL}}
         try:
             return await run(job, lambda task: None)
         finally:

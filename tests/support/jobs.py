@@ -1,0 +1,75 @@
+"""The job backend's emulators (Pub/Sub and Firestore) set up for one test: its own topics,
+subscriptions and collection, and settings that point a server at them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serve.config import Settings
+from tests.support.settings import make_settings
+
+PROJECT = "test-project"
+ALPHA, BETA = "key-alpha-0123456789", "key-beta-0123456789"
+KEYS = f"alpha:{ALPHA},beta:{BETA}"
+
+
+@dataclass
+class JobsEnv:
+    suffix: str
+    emulators: dict[str, str]
+
+    @property
+    def names(self) -> dict[str, Any]:
+        return {
+            "pubsub_topic": f"jobs-{self.suffix}",
+            "pubsub_subscription": f"jobs-worker-{self.suffix}",
+            "pubsub_dead_letter_topic": f"jobs-dead-{self.suffix}",
+            "jobs_collection": f"jobs_{self.suffix}",
+        }
+
+    def settings(self, tmp_path: Path, **overrides: Any) -> Settings:
+        values = {
+            "jobs_enabled": True,
+            "jobs_project": PROJECT,
+            "api_keys": KEYS,
+            "job_heartbeat_seconds": 0.3,
+            "job_lease_seconds": 10,
+            **self.names,
+            **overrides,
+        }
+        return make_settings(tmp_path, **values)
+
+    def dead_lettered(self) -> list[str]:
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        path = subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{self.suffix}")
+        response = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=10)
+        return [m.message.data.decode() for m in response.received_messages]
+
+
+def make_jobs_env(emulators: dict[str, str]) -> JobsEnv:
+    """Fresh topics, subscriptions and collection names on the emulators, for one test."""
+    from google.cloud import pubsub_v1
+
+    env = JobsEnv(uuid.uuid4().hex[:8], emulators)
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    names = env.names
+    topic = publisher.topic_path(PROJECT, names["pubsub_topic"])
+    dead = publisher.topic_path(PROJECT, names["pubsub_dead_letter_topic"])
+    publisher.create_topic(name=topic)
+    publisher.create_topic(name=dead)
+    subscriber.create_subscription(
+        request={
+            "name": subscriber.subscription_path(PROJECT, names["pubsub_subscription"]),
+            "topic": topic,
+            "ack_deadline_seconds": 10,
+        }
+    )
+    subscriber.create_subscription(
+        request={"name": subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{env.suffix}"), "topic": dead}
+    )
+    return env
