@@ -495,6 +495,45 @@ class _Drip(SimpleHTTPRequestHandler):
         pass
 
 
+class _DripHeaders(SimpleHTTPRequestHandler):
+    """Sends its status line and headers one byte a second (the body never comes); gives up after
+    15 s, so that a fetcher without a deadline fails this test instead of hanging it."""
+
+    def do_GET(self) -> None:
+        self.started = time.monotonic()
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Padding: " + b"x" * 1000:
+                if time.monotonic() - self.started > 15:
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_input_dripping_its_headers_is_cut_at_its_deadline(tmp_path: Path) -> None:
+    from serve.errors import ServeError
+    from serve.io.fetch import FetchPolicy, fetch_https
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DripHeaders)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServeError) as raised:
+            url = f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+            fetch_https(url, tmp_path / "x", "video_in", FetchPolicy(timeout=2, allow_loopback=True))
+    finally:
+        server.shutdown()
+    elapsed = time.monotonic() - started
+    print(f"header drip cut after {elapsed:.2f} s (deadline 2 s)")
+    assert raised.value.code == "input_unreachable" and elapsed < 3.0
+
+
 @pytest.fixture
 def drip() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
