@@ -1,5 +1,5 @@
 """Request and response bodies of the public API. Field limits state the rules; the
-server's configured bounds (serve.limits) may be tighter and are published in /openapi.json."""
+server's configured bounds (serve/core/limits.py) may be tighter and are published in /openapi.json."""
 
 from __future__ import annotations
 

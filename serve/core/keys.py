@@ -1,4 +1,4 @@
-"""API keys: constant-time comparison, a uniform 401, and a key id that is safe to log."""
+"""API keys: constant-time comparison, tenants, and a key id that is safe to log (the 401 is serve/api/deps.py's)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from serve.io.local_store import LocalStore
 from serve.obs.metrics import Metrics
 from serve.schemas import PredictMetadata, PredictResponse
 
-log = logging.getLogger("serve.prediction")
+log = logging.getLogger("serve.core.prediction")
 _DISCONNECT_POLL_SECONDS = 0.25
 
 Disconnected = Callable[[], Awaitable[bool]]

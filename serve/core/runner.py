@@ -20,7 +20,7 @@ from serve.errors import CATALOGUE, ServeError
 from serve.obs.metrics import Metrics
 from serve.schemas import Lifecycle
 
-log = logging.getLogger("serve.runner")
+log = logging.getLogger("serve.core.runner")
 
 
 class RunnerError(ServeError):

@@ -27,7 +27,7 @@ from serve.io.gcs import GcsOutput
 from serve.obs.metrics import Metrics
 from serve.schemas import JobRequest, LipSyncJobRequest, LipSyncPredictRequest, PredictRequest
 
-log = logging.getLogger("serve.tasks")
+log = logging.getLogger("serve.core.tasks")
 
 Body = PredictRequest | LipSyncPredictRequest
 ModelRequest = GenerationRequest | LipSyncRequest

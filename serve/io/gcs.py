@@ -19,7 +19,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from serve.errors import invalid_field
 from serve.io.checksums import file_crc32c
 
-log = logging.getLogger("serve.gcs")
+log = logging.getLogger("serve.io.gcs")
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 MAX_OBJECT_BYTES = 1024

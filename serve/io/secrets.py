@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("serve.secrets")
+log = logging.getLogger("serve.io.secrets")
 
 
 def make_client(endpoint: str | None) -> Any:
