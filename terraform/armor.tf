@@ -18,6 +18,8 @@ resource "google_compute_security_policy" "edge" {
   name = "${local.name}-edge"
   type = "CLOUD_ARMOR"
 
+  depends_on = [google_project_service.apis]
+
   advanced_options_config {
     json_parsing = "STANDARD"
     log_level    = "VERBOSE"

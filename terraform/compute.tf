@@ -132,13 +132,16 @@ resource "google_compute_region_instance_group_manager" "servers" {
   }
 
   # No surge by default: replacing a VM never needs GPU quota beyond the group's size. Compute
-  # Engine then needs max_unavailable >= the number of zones for a regional group.
+  # Engine then needs max_unavailable >= the number of zones for a regional group (fixed values
+  # are 0 or at least the zone count; the variables' validations hold that).
   update_policy {
-    type                         = "PROACTIVE"
-    minimal_action               = "REPLACE"
-    instance_redistribution_type = "NONE"
+    type           = "PROACTIVE"
+    minimal_action = "REPLACE"
+    # NOTE: PROACTIVE (the API's default): autoscaling does not work on a regional group whose
+    # proactive redistribution is off (NONE is "for non-autoscaled groups").
+    instance_redistribution_type = "PROACTIVE"
     max_surge_fixed              = var.update_max_surge
-    max_unavailable_fixed        = max(var.update_max_surge == 0 ? length(var.zones) : 0, var.update_max_unavailable)
+    max_unavailable_fixed        = var.update_max_surge == 0 ? max(length(var.zones), var.update_max_unavailable) : var.update_max_unavailable
     replacement_method           = "SUBSTITUTE"
   }
 

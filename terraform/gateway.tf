@@ -76,15 +76,11 @@ resource "google_compute_region_instance_group_manager" "gateway" {
   update_policy {
     type                  = "PROACTIVE"
     minimal_action        = "REPLACE"
-    max_surge_fixed       = max(length(data.google_compute_zones.in_region.names), 1)
+    max_surge_fixed       = length(var.zones) # 0 or at least the zone count; var.zones is checked to be in var.region
     max_unavailable_fixed = 0
   }
 
   wait_for_instances = false
-}
-
-data "google_compute_zones" "in_region" {
-  region = var.region
 }
 
 resource "google_compute_region_autoscaler" "gateway" {

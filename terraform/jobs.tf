@@ -19,6 +19,9 @@ locals {
 
 data "google_project" "this" {
   project_id = var.project_id
+
+  # Read after the APIs are on (at apply on a fresh project), not at the first plan.
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_service" "jobs_apis" {
@@ -152,8 +155,10 @@ resource "google_project_iam_member" "server_firestore" {
   member  = local.server_member
 
   condition {
-    title      = "jobs database only"
-    expression = "resource.name.startsWith(\"projects/${var.project_id}/databases/${google_firestore_database.jobs[0].name}\")"
+    title = "jobs database only"
+    # The database itself or what is under it: a bare startsWith would also match another
+    # database whose name begins the same (videogen-jobs-staging).
+    expression = "resource.name == \"projects/${var.project_id}/databases/${google_firestore_database.jobs[0].name}\" || resource.name.startsWith(\"projects/${var.project_id}/databases/${google_firestore_database.jobs[0].name}/\")"
   }
 }
 

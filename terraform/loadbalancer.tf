@@ -58,7 +58,9 @@ resource "google_compute_url_map" "api" {
 
 resource "google_compute_managed_ssl_certificate" "api" {
   count = local.https ? 1 : 0
-  name  = "${local.name}-cert"
+  # NOTE: the name follows the domain: a new domain replaces the certificate (domains are
+  # ForceNew), and create_before_destroy needs the new one to have a name of its own.
+  name = "${local.name}-cert-${substr(sha256(var.domain), 0, 8)}"
 
   managed {
     domains = [var.domain]
@@ -67,12 +69,16 @@ resource "google_compute_managed_ssl_certificate" "api" {
   lifecycle {
     create_before_destroy = true
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_ssl_policy" "tls12" {
   name            = "${local.name}-tls12"
   profile         = "MODERN"
   min_tls_version = "TLS_1_2"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_https_proxy" "api" {
@@ -104,6 +110,8 @@ resource "google_compute_url_map" "redirect" {
     redirect_response_code = "MOVED_PERMANENTLY_DEFAULT"
     strip_query            = false
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_http_proxy" "api" {

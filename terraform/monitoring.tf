@@ -3,9 +3,10 @@
 # the Ops Agent's Prometheus receiver (Managed Service for Prometheus), so the queries are PromQL on
 # the names the server exports; tests/terraform checks each name against the server's registry.
 locals {
-  monitoring         = var.monitoring_enabled ? 1 : 0
-  boot_metric        = "${replace(local.name, "-", "_")}_startup_stage_seconds"
-  notification_names = var.alert_email != "" ? [google_monitoring_notification_channel.email[0].id] : []
+  monitoring  = var.monitoring_enabled ? 1 : 0
+  boot_metric = "${replace(local.name, "-", "_")}_startup_stage_seconds"
+  # The channel's own instances (none when monitoring is off or no e-mail is set).
+  notification_names = google_monitoring_notification_channel.email[*].id
 
   # Each alert: a PromQL condition, how long it must hold, and what to do about it.
   alerts = merge(
@@ -177,4 +178,6 @@ resource "google_logging_metric" "startup_stages" {
       scale              = 0.1
     }
   }
+
+  depends_on = [google_project_service.apis]
 }

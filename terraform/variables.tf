@@ -20,6 +20,11 @@ variable "zones" {
     condition     = length(var.zones) >= 1 && alltrue([for z in var.zones : can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", z))])
     error_message = "zones: at least one zone name such as us-central1-a."
   }
+
+  validation {
+    condition     = alltrue([for z in var.zones : startswith(z, "${var.region}-")])
+    error_message = "zones: every zone must be in var.region (us-central1-a for us-central1)."
+  }
 }
 
 variable "name" {
@@ -176,6 +181,13 @@ variable "server_env" {
     condition     = alltrue([for k in keys(var.server_env) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
     error_message = "server_env: upper-case setting names."
   }
+
+  validation {
+    # The load balancer's and the autohealer's health checks probe the serving port that
+    # startup.sh gives the server; PORT here would move the server off it.
+    condition     = !contains(keys(var.server_env), "PORT")
+    error_message = "server_env: PORT is set by the deployment (the health-checked serving port); do not override it."
+  }
 }
 
 variable "generation_timeout_seconds" {
@@ -270,23 +282,24 @@ variable "first_boot_seconds" {
 
 variable "update_max_surge" {
   type        = number
-  description = "Extra VMs during a rolling replace (needs that much spare L4 quota); 0 replaces in place."
+  description = "Extra VMs during a rolling replace (needs that much spare L4 quota); 0 replaces in place, else at least the number of zones."
   default     = 0
 
   validation {
-    condition     = var.update_max_surge >= 0
-    error_message = "update_max_surge: 0 or more."
+    # Compute Engine refuses a fixed surge between 0 and the zone count for a regional group.
+    condition     = var.update_max_surge == 0 || var.update_max_surge >= length(var.zones)
+    error_message = "update_max_surge: 0, or at least the number of zones (a regional group's rule)."
   }
 }
 
 variable "update_max_unavailable" {
   type        = number
-  description = "VMs that may be down during a rolling replace; raised to the number of zones when update_max_surge is 0."
-  default     = 1
+  description = "VMs that may be down during a rolling replace: 0 or at least the number of zones; raised to the number of zones when update_max_surge is 0."
+  default     = 0
 
   validation {
-    condition     = var.update_max_unavailable >= 0
-    error_message = "update_max_unavailable: 0 or more."
+    condition     = var.update_max_unavailable == 0 || var.update_max_unavailable >= length(var.zones)
+    error_message = "update_max_unavailable: 0, or at least the number of zones (a regional group's rule)."
   }
 }
 
@@ -311,6 +324,12 @@ variable "allowed_source_ranges" {
   validation {
     condition     = alltrue([for r in var.allowed_source_ranges : can(cidrhost(r, 0))])
     error_message = "allowed_source_ranges: CIDR ranges."
+  }
+
+  validation {
+    # One inIpRange() per range in one advanced expression, which allows at most 5 subexpressions.
+    condition     = length(var.allowed_source_ranges) <= 5
+    error_message = "allowed_source_ranges: at most 5 ranges (Cloud Armor's limit for one expression)."
   }
 }
 
