@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
+# The google provider's schema, offline: the generated bindings of hashicorp/google 7.46.1 (a
+# wheel read as data by tests/terraform/test_provider_schema.py, never installed).
+PROVIDER_WHEEL := .cache/provider-google/cdktn_provider_google-20.3.1-py3-none-any.whl
 TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -46,18 +49,21 @@ shellcheck:
 	    apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; \
 	  else echo "shellcheck missing (apt-get install shellcheck); its test will be skipped"; fi; }
 
+$(PROVIDER_WHEEL): | $(BIN)/python
+	$(BIN)/pip download --quiet --no-deps -d $(dir $(PROVIDER_WHEEL)) cdktn-provider-google==20.3.1
+
 $(CHECKOV): requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
-test: $(VENV)/.dev $(CHECKOV) shellcheck
-	CHECKOV=$(CURDIR)/$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL) shellcheck
+	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The offline Terraform checks alone: fmt, structure (python-hcl2), checkov.
-tf-check: $(VENV)/.dev $(CHECKOV)
+tf-check: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL)
 	terraform fmt -check -recursive $(TF_DIR)
-	CHECKOV=$(CURDIR)/$(CHECKOV) $(BIN)/python -m pytest tests/terraform $(PYTEST_ARGS)
+	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) $(BIN)/python -m pytest tests/terraform $(PYTEST_ARGS)
 
 # Real deployments (need a project, gcloud auth and terraform.tfvars; never run in tests).
 deploy: bundle
@@ -75,4 +81,4 @@ lint: $(VENV)/.dev shellcheck
 	shellcheck startup/*.sh
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) outputs dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) outputs dist .cache .pytest_cache .mypy_cache .ruff_cache

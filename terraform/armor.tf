@@ -77,14 +77,18 @@ resource "google_compute_security_policy" "edge" {
     }
   }
 
+  # NOTE: a rate-based rule's conform action (allow) ends evaluation, so two rate rules over the
+  # same requests cannot both act: each rule takes its own requests. Requests with a key are
+  # limited per key; the only keyless ones left (/health: uptime checks, probes) per client IP, so
+  # a keyless flood bans its own source, not every keyless caller (HTTP_HEADER would fall back to
+  # one shared ALL key for them).
   rule {
     priority    = 3000
     action      = "rate_based_ban"
-    description = "Rate-based ban per API key"
+    description = "Rate-based ban per API key (requests with X-API-Key)"
     match {
-      versioned_expr = "SRC_IPS_V1"
-      config {
-        src_ip_ranges = ["*"]
+      expr {
+        expression = "has(request.headers['x-api-key'])"
       }
     }
     rate_limit_options {
@@ -103,11 +107,10 @@ resource "google_compute_security_policy" "edge" {
   rule {
     priority    = 3100
     action      = "rate_based_ban"
-    description = "Rate-based ban per client IP"
+    description = "Rate-based ban per client IP (requests without X-API-Key)"
     match {
-      versioned_expr = "SRC_IPS_V1"
-      config {
-        src_ip_ranges = ["*"]
+      expr {
+        expression = "!has(request.headers['x-api-key'])"
       }
     }
     rate_limit_options {

@@ -190,3 +190,16 @@ def test_every_google_resource_waits_for_the_apis() -> None:
         if name not in apis and (name.startswith(("google_", "data.google_"))) and not waits(name)
     )
     assert missing == []
+
+
+def test_each_rate_rule_takes_its_own_requests() -> None:
+    # A rate rule that matches every request ends evaluation for all of them (its conform action is
+    # allow), so a later rate rule over the same requests never runs; and keyless requests keyed on
+    # a header all share one bucket. Keyed requests: per key; keyless ones: per IP.
+    rules = config()["resource"]["google_compute_security_policy"]["edge"]["rule"]
+    rate = {r["rate_limit_options"][0]["enforce_on_key"]: r for r in rules if r.get("action") == "rate_based_ban"}
+    assert set(rate) == {"HTTP_HEADER", "IP"}
+    by_key, by_ip = (_unwrap(r["match"][0]["expr"][0]["expression"]) for r in (rate["HTTP_HEADER"], rate["IP"]))
+    assert by_key == "has(request.headers['x-api-key'])"
+    assert by_ip == "!has(request.headers['x-api-key'])"  # disjoint: both rules act
+    assert all("config" not in r["match"][0] for r in rate.values())  # no match-everything src_ip_ranges
