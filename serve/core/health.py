@@ -18,7 +18,7 @@ def health(
     if state.is_serving() and not keys.available:
         # Fail closed: with no key every call would be a 401, so take this VM out of serving.
         state, reason = Lifecycle.NO_API_KEYS, (refresher.last_error if refresher else None) or "no API keys"
-    if state.is_serving() and min_free_bytes and (free := store.free_bytes()) < min_free_bytes:
+    if state.is_serving() and (free := store.low_on_space(min_free_bytes)) is not None:
         # Every video would fail to store: let the load balancer send work elsewhere until space returns.
         state, reason = Lifecycle.DISK_FULL, f"{free} bytes free, below MIN_FREE_DISK_BYTES={min_free_bytes}"
     if runner.draining:

@@ -69,7 +69,7 @@ class PredictionService:
     def check_disk(self) -> None:
         """New work needs room for its video (and /health says so too: serve/core/health.py)."""
         floor = self.context.settings.min_free_disk_bytes
-        if floor and self.store.free_bytes() < floor:
+        if self.store.low_on_space(floor) is not None:
             raise ServeError("disk_full", f"less than {floor} bytes free on this server's disk; retry on another")
 
     async def predict(

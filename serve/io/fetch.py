@@ -14,7 +14,6 @@ second cannot hold a download (or a worker thread) past it. Sizes are capped as 
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import threading
 import time
@@ -26,10 +25,10 @@ from urllib.parse import urljoin
 import httpx
 
 from serve.errors import ServeError
+from serve.io.gcs import BUCKET_NAME
 from serve.io.netguard import AddressPolicy, pin
 
 _MAX_REDIRECTS = 5
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +51,7 @@ class FetchPolicy:
 def gcs_object(url: str, field: str, policy: FetchPolicy) -> tuple[str, str]:
     """(bucket, object) of a gs:// input this server may read; ServeError otherwise."""
     bucket, _, name = url.removeprefix("gs://").partition("/")
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not BUCKET_NAME.match(bucket) or ".." in bucket:
         raise ServeError("invalid_request", f"{field}: {bucket!r} is not a valid bucket name", fields=_field(field))
     if not name or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name) or len(name.encode()) > 1024:
         raise ServeError("invalid_request", f"{field} must look like gs://bucket/object", fields=_field(field))

@@ -21,7 +21,7 @@ from serve.io.checksums import file_crc32c
 
 log = logging.getLogger("serve.io.gcs")
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 MAX_OBJECT_BYTES = 1024
 
 
@@ -61,7 +61,7 @@ def parse_destination(value: str, allowed: set[str]) -> Destination:
     if not value.startswith("gs://"):
         raise invalid_field("gcs_destination", "must look like gs://bucket/path.mp4")
     bucket, _, name = value.removeprefix("gs://").partition("/")
-    if not _BUCKET.match(bucket):
+    if not BUCKET_NAME.match(bucket):
         raise invalid_field("gcs_destination", f"{bucket!r} is not a valid bucket name")
     if bucket not in allowed:
         raise invalid_field("gcs_destination", f"bucket {bucket!r} is not one this server may write to")

@@ -66,5 +66,9 @@ class LocalStore:
             return None
         return path
 
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
+    def low_on_space(self, floor: int) -> int | None:
+        """The free bytes when fewer than `floor` remain (MIN_FREE_DISK_BYTES; 0 turns it off), else None."""
+        if not floor:
+            return None
+        free = shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
+        return free if free < floor else None
