@@ -12,7 +12,7 @@ TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck bundle tf-check deploy destroy bench bench-lipsync
+.PHONY: run test lint clean shellcheck bundle tf-check tf-state tf-init deploy destroy bench bench-lipsync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +66,23 @@ tf-check: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL)
 	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) $(BIN)/python -m pytest tests/terraform $(PYTEST_ARGS)
 
 # Real deployments (need a project, gcloud auth and terraform.tfvars; never run in tests).
-deploy: bundle
+# The state lives in a GCS bucket that `make tf-state PROJECT=<id>` creates once per project (it
+# writes terraform/backend.hcl); local state only when asked for with TF_STATE=local.
+tf-state:
+	@test -n "$(PROJECT)" || { echo "usage: make tf-state PROJECT=<project id> [TF_STATE_BUCKET=<name>] [TF_STATE_LOCATION=US]"; exit 2; }
+	$(TF_DIR)/state-bucket.sh "$(PROJECT)" $(TF_STATE_BUCKET) $(TF_STATE_LOCATION)
+
+tf-init:
+ifeq ($(TF_STATE),local)
+	printf 'terraform {\n  backend "local" {}\n}\n' > $(TF_DIR)/backend_override.tf
 	terraform -chdir=$(TF_DIR) init
+else
+	@test -f $(TF_DIR)/backend.hcl || { echo "no terraform/backend.hcl: run 'make tf-state PROJECT=<id>' once (shared state in GCS), or pass TF_STATE=local for state on this machine only"; exit 2; }
+	rm -f $(TF_DIR)/backend_override.tf
+	terraform -chdir=$(TF_DIR) init -backend-config=backend.hcl
+endif
+
+deploy: bundle tf-init
 	terraform -chdir=$(TF_DIR) apply
 
 destroy:
@@ -78,7 +93,7 @@ lint: $(VENV)/.dev shellcheck
 	$(BIN)/ruff check serve models tests bench
 	$(BIN)/ruff format --check serve models tests bench
 	$(BIN)/mypy serve models bench
-	shellcheck startup/*.sh
+	shellcheck startup/*.sh terraform/*.sh
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) outputs dist .cache .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         description="Backend: `ltx-video`, `ltx-video-tiny` (text-to-video); `latentsync`, `latentsync-tiny` "
         "(lip-sync)",
     )
+    model_alias: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{0,39}$",
+        description="The name this server's model has behind a load balancer with several models (`/models/<name>/`); "
+        "jobs carry it as the Pub/Sub attribute `model`, which each model's worker subscription filters on. "
+        "Empty: the MODEL name",
+    )
     model_path: str | None = Field(
         None, description="ltx-video: local diffusers directory or hub id; latentsync: the checkpoint directory"
     )

@@ -1,18 +1,27 @@
-# The GPU VMs: a regional instance template and a regional managed instance group with
-# autohealing and an autoscaler. startup/startup.sh (in metadata) turns each VM into a server.
+# The GPU VMs, per model (models.tf): a regional instance template and a regional managed
+# instance group with autohealing and an autoscaler. startup/startup.sh (in metadata) turns each VM
+# into a server of its model.
 locals {
-  # The server's settings beyond what startup.sh derives from the attributes below.
-  server_env = merge(
-    {
-      GENERATION_TIMEOUT_SECONDS = tostring(var.generation_timeout_seconds)
-      DRAIN_TIMEOUT_SECONDS      = tostring(var.drain_timeout_seconds)
-      # NOTE: the server takes gs:// inputs only from these buckets, the ones iam.tf lets it read.
-      INPUT_BUCKETS = join(",", var.input_buckets)
-    },
-    local.jobs_server_env,
-    var.server_env,
-  )
+  # The server's settings beyond what startup.sh derives from the attributes below, shared by
+  # every model; model_server_env adds each model's own (its server_env wins over var.server_env).
+  server_env = {
+    GENERATION_TIMEOUT_SECONDS = tostring(var.generation_timeout_seconds)
+    DRAIN_TIMEOUT_SECONDS      = tostring(var.drain_timeout_seconds)
+    # NOTE: the server takes gs:// inputs only from these buckets, the ones iam.tf lets it read.
+    INPUT_BUCKETS = join(",", var.input_buckets)
+  }
+  model_server_env = {
+    for name, m in local.models : name => merge(
+      local.server_env,
+      # The model's name behind the load balancer; its jobs carry it as a Pub/Sub attribute.
+      { MODEL_ALIAS = name },
+      local.jobs_server_env[name],
+      var.server_env,
+      m.server_env,
+    )
+  }
 
+  # Every VM's metadata; model_metadata adds what differs per model.
   metadata = {
     startup-script         = file("${path.module}/../startup/startup.sh")
     shutdown-script        = file("${path.module}/../startup/shutdown.sh")
@@ -23,8 +32,6 @@ locals {
     # Read by startup.sh (the README's deploy section lists them).
     role              = "all"
     ops-agent         = tostring(var.ops_agent_enabled)
-    model             = var.model
-    model-revision    = var.model_revision
     weights-bucket    = google_storage_bucket.weights.name
     app-bundle        = "gs://${google_storage_bucket.weights.name}/${google_storage_bucket_object.app_bundle.name}"
     app-bundle-sha256 = local.app_bundle_sha256
@@ -32,21 +39,28 @@ locals {
     port              = tostring(local.serving_port)
     output-bucket     = google_storage_bucket.outputs.name
     api-key-secret    = google_secret_manager_secret.api_keys.id
-    server-env        = join("\n", [for k, v in local.server_env : "${k}=${v}"])
+  }
+  model_metadata = {
+    for name, m in local.models : name => merge(local.metadata, {
+      model          = m.model
+      model-revision = m.revision
+      server-env     = join("\n", [for k, v in local.model_server_env[name] : "${k}=${v}"])
+    })
   }
 }
 
 resource "google_compute_region_instance_template" "server" {
-  name_prefix  = "${local.name}-"
+  for_each     = local.models
+  name_prefix  = "${each.value.prefix}-"
   region       = var.region
-  machine_type = var.machine_type
+  machine_type = each.value.machine_type
   tags         = [local.network_tag]
-  labels       = local.labels
-  metadata     = local.metadata
+  labels       = merge(local.labels, { model = each.key })
+  metadata     = local.model_metadata[each.key]
 
   guest_accelerator {
     type  = var.gpu_type
-    count = 1
+    count = each.value.gpu_count
   }
 
   disk {
@@ -69,10 +83,10 @@ resource "google_compute_region_instance_template" "server" {
 
   scheduling {
     on_host_maintenance         = "TERMINATE" # GPUs cannot live-migrate
-    automatic_restart           = !var.spot
-    preemptible                 = var.spot
-    provisioning_model          = var.spot ? "SPOT" : "STANDARD"
-    instance_termination_action = var.spot ? "DELETE" : null
+    automatic_restart           = !each.value.spot
+    preemptible                 = each.value.spot
+    provisioning_model          = each.value.spot ? "SPOT" : "STANDARD"
+    instance_termination_action = each.value.spot ? "DELETE" : null
   }
 
   # Secure Boot stays off by default: the NVIDIA kernel module that the Deep Learning VM image
@@ -91,7 +105,8 @@ resource "google_compute_region_instance_template" "server" {
 # Autohealing is slower to judge than the load balancer: a VM is replaced only after about
 # five minutes of failed checks, and never during its first boot (initial delay).
 resource "google_compute_health_check" "autohealing" {
-  name                = "${local.name}-autohealing"
+  for_each            = local.models
+  name                = "${each.value.prefix}-autohealing"
   check_interval_sec  = 30
   timeout_sec         = 10
   healthy_threshold   = 1
@@ -110,15 +125,16 @@ resource "google_compute_health_check" "autohealing" {
 }
 
 resource "google_compute_region_instance_group_manager" "servers" {
-  name               = "${local.name}-mig"
+  for_each           = local.models
+  name               = "${each.value.prefix}-mig"
   region             = var.region
-  base_instance_name = local.name
+  base_instance_name = each.value.prefix
 
   distribution_policy_zones        = var.zones
   distribution_policy_target_shape = "EVEN"
 
   version {
-    instance_template = google_compute_region_instance_template.server.self_link
+    instance_template = google_compute_region_instance_template.server[each.key].self_link
   }
 
   named_port {
@@ -127,7 +143,7 @@ resource "google_compute_region_instance_group_manager" "servers" {
   }
 
   auto_healing_policies {
-    health_check      = google_compute_health_check.autohealing.id
+    health_check      = google_compute_health_check.autohealing[each.key].id
     initial_delay_sec = var.first_boot_seconds
   }
 
@@ -149,14 +165,15 @@ resource "google_compute_region_instance_group_manager" "servers" {
 }
 
 resource "google_compute_region_autoscaler" "servers" {
-  name   = "${local.name}-autoscaler"
-  region = var.region
-  target = google_compute_region_instance_group_manager.servers.id
+  for_each = local.models
+  name     = "${each.value.prefix}-autoscaler"
+  region   = var.region
+  target   = google_compute_region_instance_group_manager.servers[each.key].id
 
   autoscaling_policy {
     # gateway_workers: GPUs scale to zero, one VM per job waiting or running.
-    min_replicas    = local.gateway ? 0 : var.min_replicas
-    max_replicas    = var.max_replicas
+    min_replicas    = local.gateway ? 0 : each.value.min_replicas
+    max_replicas    = each.value.max_replicas
     cooldown_period = var.first_boot_seconds
 
     # all_in_one: the load balancer's measure of use, requests per second against the backend's
@@ -168,13 +185,13 @@ resource "google_compute_region_autoscaler" "servers" {
       }
     }
 
-    # gateway_workers: the subscription's backlog (unacknowledged messages include the jobs
-    # being run, so a busy VM is kept).
+    # gateway_workers: the backlog of this model's subscription (unacknowledged messages include
+    # the jobs being run, so a busy VM is kept); each model scales to zero on its own.
     dynamic "metric" {
       for_each = local.gateway ? [1] : []
       content {
         name                       = "pubsub.googleapis.com/subscription/num_undelivered_messages"
-        filter                     = "resource.type = pubsub_subscription AND resource.label.subscription_id = \"${google_pubsub_subscription.workers[0].name}\""
+        filter                     = "resource.type = pubsub_subscription AND resource.label.subscription_id = \"${google_pubsub_subscription.workers[each.key].name}\""
         single_instance_assignment = 1
       }
     }

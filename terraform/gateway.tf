@@ -1,28 +1,32 @@
-# deployment_mode = "gateway_workers": a small always-on CPU group behind the load balancer serves
-# the API (ROLE=api: no model, /predict and /jobs go through the queue); the GPU group only runs
-# jobs and scales 0..N on the subscription backlog. A request that arrives while no GPU VM exists
-# is queued and served when one has booted.
+# deployment_mode = "gateway_workers": per model, a small always-on CPU group behind the load
+# balancer serves the API (ROLE=api: no model loaded, /predict and /jobs go through the queue with
+# the model's attribute); the model's GPU group only runs jobs and scales 0..N on its own
+# subscription's backlog. A request that arrives while no GPU VM exists is queued and served when
+# one has booted.
 locals {
-  gateway_metadata = merge(local.metadata, {
-    role                  = "api"
-    device                = "cpu"
-    install-nvidia-driver = "False"
-    server-env = join("\n", [for k, v in merge(local.server_env, {
-      ROLE              = "api"
-      PREDICT_VIA_QUEUE = "true"
-      JOBS_WORKER       = "false"
-    }) : "${k}=${v}"])
-  })
+  gateway_models = local.gateway ? local.models : {}
+  gateway_metadata = {
+    for name, m in local.gateway_models : name => merge(local.model_metadata[name], {
+      role                  = "api"
+      device                = "cpu"
+      install-nvidia-driver = "False"
+      server-env = join("\n", [for k, v in merge(local.model_server_env[name], {
+        ROLE              = "api"
+        PREDICT_VIA_QUEUE = "true"
+        JOBS_WORKER       = "false"
+      }) : "${k}=${v}"])
+    })
+  }
 }
 
 resource "google_compute_region_instance_template" "gateway" {
-  count        = local.gateway ? 1 : 0
-  name_prefix  = "${local.name}-gw-"
+  for_each     = local.gateway_models
+  name_prefix  = "${each.value.prefix}-gw-"
   region       = var.region
   machine_type = var.gateway_machine_type
   tags         = [local.network_tag]
-  labels       = local.labels
-  metadata     = local.gateway_metadata
+  labels       = merge(local.labels, { model = each.key })
+  metadata     = local.gateway_metadata[each.key]
 
   disk {
     source_image = var.gateway_image
@@ -53,13 +57,13 @@ resource "google_compute_region_instance_template" "gateway" {
 }
 
 resource "google_compute_region_instance_group_manager" "gateway" {
-  count              = local.gateway ? 1 : 0
-  name               = "${local.name}-gateway"
+  for_each           = local.gateway_models
+  name               = "${each.value.prefix}-gateway"
   region             = var.region
-  base_instance_name = "${local.name}-gw"
+  base_instance_name = "${each.value.prefix}-gw"
 
   version {
-    instance_template = google_compute_region_instance_template.gateway[0].self_link
+    instance_template = google_compute_region_instance_template.gateway[each.key].self_link
   }
 
   named_port {
@@ -68,7 +72,7 @@ resource "google_compute_region_instance_group_manager" "gateway" {
   }
 
   auto_healing_policies {
-    health_check      = google_compute_health_check.autohealing.id
+    health_check      = google_compute_health_check.autohealing[each.key].id
     initial_delay_sec = var.first_boot_seconds
   }
 
@@ -84,10 +88,10 @@ resource "google_compute_region_instance_group_manager" "gateway" {
 }
 
 resource "google_compute_region_autoscaler" "gateway" {
-  count  = local.gateway ? 1 : 0
-  name   = "${local.name}-gateway-autoscaler"
-  region = var.region
-  target = google_compute_region_instance_group_manager.gateway[0].id
+  for_each = local.gateway_models
+  name     = "${each.value.prefix}-gateway-autoscaler"
+  region   = var.region
+  target   = google_compute_region_instance_group_manager.gateway[each.key].id
 
   autoscaling_policy {
     min_replicas    = var.gateway_min_replicas

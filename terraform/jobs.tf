@@ -1,19 +1,24 @@
-# Asynchronous jobs (var.jobs_enabled): the Pub/Sub topic and the workers' subscription with a
-# dead-letter topic, a Firestore (native) database for the job records, and the IAM for both.
-# Every GPU VM serves the job API and runs a worker (the all-in-one mode).
+# Asynchronous jobs (var.jobs_enabled): one Pub/Sub topic, one workers' subscription per model
+# (filtered on the job's `model` attribute when there are several), a dead-letter topic, a
+# Firestore (native) database for the job records, and the IAM for them. Every GPU VM runs a
+# worker of its model; every server answers GET /jobs/{id} for any job (one shared store).
 locals {
   jobs            = var.jobs_enabled ? 1 : 0
   jobs_collection = "jobs"
-  jobs_server_env = var.jobs_enabled ? {
-    JOBS_ENABLED             = "true"
-    JOBS_PROJECT             = var.project_id
-    FIRESTORE_DATABASE       = google_firestore_database.jobs[0].name
-    PUBSUB_TOPIC             = google_pubsub_topic.jobs[0].name
-    PUBSUB_SUBSCRIPTION      = google_pubsub_subscription.workers[0].name
-    PUBSUB_DEAD_LETTER_TOPIC = google_pubsub_topic.dead_letter[0].name
-    JOB_MAX_ATTEMPTS         = "3"
-    PREDICT_VIA_QUEUE        = tostring(var.predict_via_queue)
-  } : {}
+  jobs_server_env = {
+    for name in keys(local.models) : name => var.jobs_enabled ? {
+      JOBS_ENABLED             = "true"
+      JOBS_PROJECT             = var.project_id
+      FIRESTORE_DATABASE       = google_firestore_database.jobs[0].name
+      PUBSUB_TOPIC             = google_pubsub_topic.jobs[0].name
+      PUBSUB_SUBSCRIPTION      = google_pubsub_subscription.workers[name].name
+      PUBSUB_DEAD_LETTER_TOPIC = google_pubsub_topic.dead_letter[0].name
+      JOB_MAX_ATTEMPTS         = "3"
+      PREDICT_VIA_QUEUE        = tostring(var.predict_via_queue)
+    } : {}
+  }
+  # Each model's workers' subscription, when jobs are on.
+  job_models   = var.jobs_enabled ? local.models : {}
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 }
 
@@ -49,10 +54,11 @@ resource "google_pubsub_topic" "dead_letter" {
 }
 
 resource "google_pubsub_subscription" "workers" {
-  count                      = local.jobs
-  name                       = "${local.name}-jobs-worker"
+  for_each                   = local.job_models
+  name                       = "${each.value.prefix}-jobs-worker"
   topic                      = google_pubsub_topic.jobs[0].id
-  ack_deadline_seconds       = 60 # the worker extends it every JOB_HEARTBEAT_SECONDS while a job runs
+  filter                     = local.job_filters[each.key] # messages no filter matches are acknowledged by Pub/Sub
+  ack_deadline_seconds       = 60                          # the worker extends it every JOB_HEARTBEAT_SECONDS while a job runs
   message_retention_duration = "604800s"
   labels                     = local.labels
 
@@ -140,8 +146,8 @@ resource "google_pubsub_topic_iam_member" "server_publishes_dead_letters" {
 }
 
 resource "google_pubsub_subscription_iam_member" "server_pulls_jobs" {
-  count        = local.jobs
-  subscription = google_pubsub_subscription.workers[0].id
+  for_each     = local.job_models
+  subscription = google_pubsub_subscription.workers[each.key].id
   role         = "roles/pubsub.subscriber"
   member       = local.server_member
 }
@@ -171,8 +177,8 @@ resource "google_pubsub_topic_iam_member" "agent_publishes_dead_letters" {
 }
 
 resource "google_pubsub_subscription_iam_member" "agent_acks_dead_letters" {
-  count        = local.jobs
-  subscription = google_pubsub_subscription.workers[0].id
+  for_each     = local.job_models
+  subscription = google_pubsub_subscription.workers[each.key].id
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
 }

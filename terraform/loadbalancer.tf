@@ -1,12 +1,15 @@
-# Global external Application Load Balancer (EXTERNAL_MANAGED) in front of the group: HTTPS with
-# a Google-managed certificate when `domain` is set (and HTTP redirected to it), else plain HTTP.
+# Global external Application Load Balancer (EXTERNAL_MANAGED) in front of the models' groups:
+# HTTPS with a Google-managed certificate when `domain` is set (and HTTP redirected to it), else
+# plain HTTP. /models/<name>/... reaches that model (the path rewritten to /...); everything else
+# the default model.
 resource "google_compute_global_address" "lb" {
   name       = "${local.name}-lb-ip"
   depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_health_check" "lb" {
-  name                = "${local.name}-lb"
+  for_each            = local.models
+  name                = "${each.value.prefix}-lb"
   check_interval_sec  = 5
   timeout_sec         = 5
   healthy_threshold   = 2
@@ -25,18 +28,19 @@ resource "google_compute_health_check" "lb" {
 }
 
 resource "google_compute_backend_service" "servers" {
-  name                            = "${local.name}-backend"
+  for_each                        = local.models
+  name                            = "${each.value.prefix}-backend"
   load_balancing_scheme           = "EXTERNAL_MANAGED"
   protocol                        = "HTTP"
   port_name                       = "http"
   timeout_sec                     = var.backend_timeout_seconds
   connection_draining_timeout_sec = var.drain_timeout_seconds
-  health_checks                   = [google_compute_health_check.lb.id]
+  health_checks                   = [google_compute_health_check.lb[each.key].id]
   security_policy                 = google_compute_security_policy.edge.id
 
-  # all_in_one: the GPU VMs, balanced by request rate; gateway_workers: the CPU API group.
+  # all_in_one: the model's GPU VMs, balanced by request rate; gateway_workers: its CPU API group.
   backend {
-    group                 = local.gateway ? google_compute_region_instance_group_manager.gateway[0].instance_group : google_compute_region_instance_group_manager.servers.instance_group
+    group                 = local.gateway ? google_compute_region_instance_group_manager.gateway[each.key].instance_group : google_compute_region_instance_group_manager.servers[each.key].instance_group
     balancing_mode        = local.gateway ? "UTILIZATION" : "RATE"
     max_rate_per_instance = local.gateway ? null : var.requests_per_second_per_vm
     max_utilization       = local.gateway ? 0.8 : null
@@ -51,7 +55,37 @@ resource "google_compute_backend_service" "servers" {
 
 resource "google_compute_url_map" "api" {
   name            = "${local.name}-api"
-  default_service = google_compute_backend_service.servers.id
+  default_service = google_compute_backend_service.servers[local.default_model].id
+
+  host_rule {
+    hosts        = ["*"]
+    path_matcher = "models"
+  }
+
+  path_matcher {
+    name            = "models"
+    default_service = google_compute_backend_service.servers[local.default_model].id
+
+    # /models/<name>/predict -> that model's backend as /predict (the server knows no prefix;
+    # job links it returns, /jobs/{id}, work through any model: the job store is shared).
+    dynamic "route_rules" {
+      for_each = { for index, name in sort(keys(local.models)) : name => index }
+      content {
+        priority = route_rules.value + 1
+        service  = google_compute_backend_service.servers[route_rules.key].id
+
+        match_rules {
+          prefix_match = local.models[route_rules.key].path
+        }
+
+        route_action {
+          url_rewrite {
+            path_prefix_rewrite = "/"
+          }
+        }
+      }
+    }
+  }
 }
 
 # --- HTTPS (when a domain is set) -----------------------------------------------------------

@@ -7,6 +7,10 @@ locals {
   boot_metric = "${replace(local.name, "-", "_")}_startup_stage_seconds"
   # The channel's own instances (none when monitoring is off or no e-mail is set).
   notification_names = google_monitoring_notification_channel.email[*].id
+  # Every model's workers' subscription, as a PromQL regular expression.
+  worker_subscriptions = join("|", [for s in google_pubsub_subscription.workers : s.name])
+  # Servers that should be ready at the least: the gateways, or every model's GPU minimum.
+  min_ready = local.gateway ? var.gateway_min_replicas * length(local.models) : sum([for m in values(local.models) : m.min_replicas])
 
   # Each alert: a PromQL condition, how long it must hold, and what to do about it.
   alerts = merge(
@@ -25,7 +29,7 @@ locals {
       }
       too_few_ready = {
         title    = "Fewer ready servers than the minimum"
-        query    = "(sum(videogen_ready) or vector(0)) < ${local.gateway ? var.gateway_min_replicas : var.min_replicas}"
+        query    = "(sum(videogen_ready) or vector(0)) < ${local.min_ready}"
         duration = "600s"
         doc      = "Fewer servers report /health ready than the group's minimum for 10 minutes: failed boots (sudo journalctl -u google-startup-scripts), setup failures or GPU faults."
       }
@@ -39,9 +43,9 @@ locals {
     var.jobs_enabled ? {
       backlog = {
         title    = "Job backlog above ${var.alert_backlog_threshold}"
-        query    = "sum(pubsub_googleapis_com:subscription_num_undelivered_messages{subscription_id=\"${google_pubsub_subscription.workers[0].name}\"}) > ${var.alert_backlog_threshold}"
+        query    = "sum(pubsub_googleapis_com:subscription_num_undelivered_messages{subscription_id=~\"${local.worker_subscriptions}\"}) > ${var.alert_backlog_threshold}"
         duration = "600s"
-        doc      = "Jobs are waiting longer than the GPUs can take them: raise max_replicas (and the L4 quota) or look for stuck workers."
+        doc      = "Jobs are waiting longer than the GPUs can take them (all models together; the dashboard's backlog chart is per subscription): raise that model's max_replicas (and the L4 quota) or look for stuck workers."
       }
       dead_letters = {
         title    = "Jobs in the dead-letter queue"
@@ -69,7 +73,7 @@ resource "google_monitoring_dashboard" "main" {
   count = local.monitoring
   dashboard_json = templatefile("${path.module}/dashboard.json", {
     name         = local.name
-    subscription = var.jobs_enabled ? google_pubsub_subscription.workers[0].name : "none"
+    subscription = var.jobs_enabled ? local.worker_subscriptions : "none"
     boot_metric  = local.boot_metric
   })
 

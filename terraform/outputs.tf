@@ -1,6 +1,16 @@
 locals {
   url             = local.https ? "https://${var.domain}" : "http://${google_compute_global_address.lb.address}"
   api_key_command = "gcloud secrets versions access latest --secret=${google_secret_manager_secret.api_keys.secret_id} --project=${var.project_id}"
+
+  model_outputs = {
+    for name, m in local.models : name => {
+      model                   = m.model
+      url                     = "${local.url}${trimsuffix(m.path, "/")}"
+      instance_group          = google_compute_region_instance_group_manager.servers[name].name
+      rolling_replace_command = "gcloud compute instance-groups managed rolling-action replace ${google_compute_region_instance_group_manager.servers[name].name} --region=${var.region} --project=${var.project_id}"
+      ssh_command             = "gcloud compute instance-groups managed list-instances ${google_compute_region_instance_group_manager.servers[name].name} --region=${var.region} --project=${var.project_id} && gcloud compute ssh INSTANCE --zone=ZONE --tunnel-through-iap --project=${var.project_id}"
+    }
+  }
 }
 
 output "load_balancer_ip" {
@@ -44,27 +54,37 @@ output "outputs_bucket" {
   value       = google_storage_bucket.outputs.name
 }
 
-output "instance_group" {
-  description = "Name of the regional managed instance group."
-  value       = google_compute_region_instance_group_manager.servers.name
-}
-
 output "region" {
-  description = "Region of the instance group."
+  description = "Region of the instance groups."
   value       = var.region
 }
 
+output "default_model" {
+  description = "The model that paths without /models/<name>/ reach."
+  value       = local.default_model
+}
+
+output "models" {
+  description = "Per model: its URL behind the load balancer, its GPU instance group, and the commands to replace its VMs and to SSH to one."
+  value       = local.model_outputs
+}
+
+output "instance_group" {
+  description = "The default model's GPU instance group (every model's: output models)."
+  value       = local.model_outputs[local.default_model].instance_group
+}
+
 output "rolling_replace_command" {
-  description = "Replaces every VM with one from the current template (after a code or model change and terraform apply)."
-  value       = "gcloud compute instance-groups managed rolling-action replace ${google_compute_region_instance_group_manager.servers.name} --region=${var.region} --project=${var.project_id}"
+  description = "Replaces every VM of the default model with one from the current template (every model's: output models)."
+  value       = local.model_outputs[local.default_model].rolling_replace_command
 }
 
 output "ssh_command" {
-  description = "Lists the VMs, then SSH to one through IAP (no external IPs)."
-  value       = "gcloud compute instance-groups managed list-instances ${google_compute_region_instance_group_manager.servers.name} --region=${var.region} --project=${var.project_id} && gcloud compute ssh INSTANCE --zone=ZONE --tunnel-through-iap --project=${var.project_id}"
+  description = "Lists the default model's VMs, then SSH to one through IAP, no external IPs (every model's: output models)."
+  value       = local.model_outputs[local.default_model].ssh_command
 }
 
 output "curl_example" {
-  description = "A request through the load balancer (the key from api_key_command)."
+  description = "A text-to-video request through the load balancer to the default model (the key from api_key_command; a lip-sync model takes video_in and audio_in instead, see the README)."
   value       = "curl -sS -X POST ${local.url}/predict -H \"X-API-Key: $(${local.api_key_command})\" -H 'Content-Type: application/json' -d '{\"prompt\": \"a red fox running through snow\", \"height\": 480, \"width\": 704, \"num_frames\": 97}'"
 }

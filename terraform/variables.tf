@@ -166,6 +166,68 @@ variable "model_revision" {
   }
 }
 
+variable "models" {
+  type = map(object({
+    model        = string
+    revision     = string
+    machine_type = optional(string, "g2-standard-8")
+    gpu_count    = optional(number, 1)
+    min_replicas = optional(number, 1)
+    max_replicas = optional(number, 4)
+    spot         = optional(bool, false)
+    server_env   = optional(map(string), {})
+  }))
+  description = "Several models behind the one load balancer: name -> { model, revision, machine_type, gpu_count, min_replicas, max_replicas, spot, server_env }. Each is reached at /models/<name>/... and has its own VMs, autoscaler and job subscription. Empty: one model from the single-model variables (model, model_revision, machine_type, spot, min_replicas, max_replicas)."
+  default     = {}
+
+  validation {
+    # Names go into resource names (<name>-<model>-gateway-autoscaler stays within 63 characters).
+    condition     = alltrue([for name in keys(var.models) : can(regex("^[a-z][a-z0-9-]{0,18}[a-z0-9]$", name))])
+    error_message = "models: names of 2-20 lower-case letters, digits and hyphens, starting with a letter."
+  }
+
+  validation {
+    condition     = alltrue([for m in values(var.models) : contains(["ltx-video", "ltx-video-tiny", "latentsync", "latentsync-tiny"], m.model)])
+    error_message = "models: each model is ltx-video, ltx-video-tiny, latentsync or latentsync-tiny."
+  }
+
+  validation {
+    condition     = alltrue([for m in values(var.models) : can(regex("^[A-Za-z0-9][A-Za-z0-9._-]*$", m.revision))])
+    error_message = "models: each revision is letters, digits, '.', '_' and '-' (what was pushed with python -m serve.cli.weights push)."
+  }
+
+  validation {
+    # G2 types come with a fixed number of L4s: 1 (g2-standard-4 to -32, but -24), 2 (-24), 4 (-48), 8 (-96).
+    condition = alltrue([for m in values(var.models) : lookup({
+      "g2-standard-4"  = 1, "g2-standard-8" = 1, "g2-standard-12" = 1, "g2-standard-16" = 1, "g2-standard-32" = 1,
+      "g2-standard-24" = 2, "g2-standard-48" = 4, "g2-standard-96" = 8
+    }, m.machine_type, 0) == m.gpu_count])
+    error_message = "models: machine_type must be a G2 type whose L4 count is gpu_count (1: g2-standard-4/8/12/16/32, 2: -24, 4: -48, 8: -96)."
+  }
+
+  validation {
+    # With the load balancer's signal a group cannot scale up from zero (gateway_workers sets 0 itself).
+    condition     = alltrue([for m in values(var.models) : m.min_replicas >= 1 && m.max_replicas >= m.min_replicas && m.max_replicas <= 100])
+    error_message = "models: 1 <= min_replicas <= max_replicas <= 100."
+  }
+
+  validation {
+    condition     = alltrue([for m in values(var.models) : alltrue([for k in keys(m.server_env) : can(regex("^[A-Z][A-Z0-9_]*$", k)) && !contains(["PORT", "MODEL", "MODEL_ALIAS"], k)])])
+    error_message = "models: server_env takes upper-case setting names, and not PORT, MODEL or MODEL_ALIAS (the deployment sets them)."
+  }
+}
+
+variable "default_model" {
+  type        = string
+  description = "The model that /predict, /jobs, ... without a /models/<name>/ prefix reach; empty: the first name in models (or the single model)."
+  default     = ""
+
+  validation {
+    condition     = var.default_model == "" || contains(length(var.models) > 0 ? keys(var.models) : [var.model], var.default_model)
+    error_message = "default_model: empty or one of the names in models (var.model in the single-model form)."
+  }
+}
+
 variable "app_bundle_path" {
   type        = string
   description = "The app bundle built by `make bundle`, relative to this directory."
@@ -185,8 +247,8 @@ variable "server_env" {
   validation {
     # The load balancer's and the autohealer's health checks probe the serving port that
     # startup.sh gives the server; PORT here would move the server off it.
-    condition     = !contains(keys(var.server_env), "PORT")
-    error_message = "server_env: PORT is set by the deployment (the health-checked serving port); do not override it."
+    condition     = !contains(keys(var.server_env), "PORT") && !contains(keys(var.server_env), "MODEL_ALIAS")
+    error_message = "server_env: PORT (the health-checked serving port) and MODEL_ALIAS (the model's name in models) are set by the deployment; do not override them."
   }
 }
 

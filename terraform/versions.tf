@@ -4,6 +4,11 @@
 terraform {
   required_version = ">= 1.11"
 
+  # Shared state in a GCS bucket, given at init (partial configuration): `make tf-state
+  # PROJECT=<id>` creates the bucket and writes backend.hcl; `make deploy` runs
+  # `terraform init -backend-config=backend.hcl`. Local state only with TF_STATE=local.
+  backend "gcs" {}
+
   required_providers {
     google = {
       source  = "hashicorp/google"

@@ -11,14 +11,17 @@ from serve.jobs.store import JobStore
 
 
 class JobQueue:
-    """Publishes job ids to the topic the workers' subscription reads."""
+    """Publishes job ids to the topic the workers' subscriptions read. Each message carries the
+    model it is for as the attribute `model`: with several models on one topic, each model's
+    subscription is filtered on it (terraform/jobs.tf), so a job reaches only its model's workers."""
 
-    def __init__(self, publisher: pubsub_v1.PublisherClient, topic: str) -> None:
+    def __init__(self, publisher: pubsub_v1.PublisherClient, topic: str, model: str) -> None:
         self.publisher = publisher
         self.topic = topic
+        self.model = model
 
     def publish(self, job_id: str) -> None:
-        self.publisher.publish(self.topic, job_id.encode(), job_id=job_id).result(timeout=30)
+        self.publisher.publish(self.topic, job_id.encode(), job_id=job_id, model=self.model).result(timeout=30)
 
 
 def jobs_project(settings: Settings) -> str:
@@ -35,8 +38,9 @@ def gcp_backend(settings: Settings) -> tuple[JobStore, JobQueue, JobQueue, Any, 
     client = firestore.Client(project=project, database=settings.firestore_database)
     store = JobStore(client, settings.jobs_collection, settings.job_ttl_days)
     publisher = pubsub_v1.PublisherClient()
-    queue = JobQueue(publisher, publisher.topic_path(project, settings.pubsub_topic))
-    dead_letter = JobQueue(publisher, publisher.topic_path(project, settings.pubsub_dead_letter_topic))
+    model = settings.model_alias or settings.model
+    queue = JobQueue(publisher, publisher.topic_path(project, settings.pubsub_topic), model)
+    dead_letter = JobQueue(publisher, publisher.topic_path(project, settings.pubsub_dead_letter_topic), model)
     subscriber = pubsub_v1.SubscriberClient()
     subscription = subscriber.subscription_path(project, settings.pubsub_subscription)
     return store, queue, dead_letter, subscriber, subscription

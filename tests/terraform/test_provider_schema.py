@@ -167,8 +167,8 @@ def test_the_checker_catches_each_kind_of_error(types: dict[str, Any], rtype: st
 
 def test_the_checker_catches_a_reference_to_a_missing_attribute(types: dict[str, Any]) -> None:
     declared = _declared(types)
-    good = '"${google_compute_region_instance_group_manager.servers.instance_group}"'
-    bad = '"${google_compute_region_instance_group_manager.servers.instance_groups}"'
+    good = '"${google_compute_region_instance_group_manager.servers["ltx-video"].instance_group}"'
+    bad = '"${google_compute_region_instance_group_manager.servers["ltx-video"].instance_groups}"'
     undeclared = '"${google_compute_network.nope.id}"'
     assert ps.check_references(good, declared, "x") == []
     assert "has no attribute 'instance_groups'" in ps.check_references(bad, declared, "x")[0]

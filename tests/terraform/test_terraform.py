@@ -94,7 +94,8 @@ def test_no_vm_has_an_external_ip_and_gpus_stop_for_maintenance() -> None:
     template = templates["server"]
     (scheduling,) = template["scheduling"]
     assert scheduling["on_host_maintenance"] == "TERMINATE"
-    assert template["guest_accelerator"][0]["count"] == 1
+    # The model's L4 count, which variables.tf checks against its G2 machine type.
+    assert template["guest_accelerator"][0]["count"] == "${each.value.gpu_count}"
 
 
 def test_vm_hardening_that_checkov_cannot_see_on_regional_templates() -> None:
@@ -112,10 +113,11 @@ def test_vm_hardening_that_checkov_cannot_see_on_regional_templates() -> None:
     assert metadata["block-project-ssh-keys"] == "TRUE" and metadata["enable-oslogin"] == "TRUE"
     assert "serial-port-enable" not in metadata
     templates = resources("google_compute_region_instance_template")
-    assert templates["server"]["metadata"] == "${local.metadata}"
-    assert templates["gateway"]["metadata"] == "${local.gateway_metadata}"
+    assert templates["server"]["metadata"] == "${local.model_metadata[each.key]}"
+    assert templates["gateway"]["metadata"] == "${local.gateway_metadata[each.key]}"
+    assert "merge(local.metadata, {" in config()["locals"]["model_metadata"]
     gateway = config()["locals"]["gateway_metadata"]
-    assert gateway.startswith("${merge(local.metadata,") and 'role = "api"' in gateway
+    assert "merge(local.model_metadata[name], {" in gateway and 'role = "api"' in gateway
 
 
 def test_startup_and_shutdown_scripts_in_metadata_are_the_files_in_startup() -> None:
@@ -129,22 +131,25 @@ def test_metadata_attributes_are_exactly_what_startup_sh_reads() -> None:
     script = (ROOT / "startup" / "startup.sh").read_text()
     read = set(re.findall(r"metadata instance/attributes/([a-z0-9-]+)", script))
     google = {"startup-script", "shutdown-script", "enable-oslogin", "block-project-ssh-keys", "install-nvidia-driver"}
-    given = set(config()["locals"]["metadata"]) - google
+    per_model = set(re.findall(r"\b([a-z][a-z0-9-]+)\s*=(?![=>])", config()["locals"]["model_metadata"]))
+    given = (set(config()["locals"]["metadata"]) | per_model) - google
     assert given == read
 
 
 def test_server_env_names_are_server_settings() -> None:
     fields = {name.upper() for name in Settings.model_fields}
-    server_env = config()["locals"]["server_env"]
-    names = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", server_env))
-    assert names and names <= fields, names - fields
+    names = set(config()["locals"]["server_env"])
+    names |= set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", config()["locals"]["model_server_env"]))
+    assert "MODEL_ALIAS" in names and names <= fields, names - fields
 
 
 def test_backend_timeout_outlasts_the_longest_generation() -> None:
     variables = config()["variable"]
     backend = only("google_compute_backend_service")
     assert backend["timeout_sec"] == "${var.backend_timeout_seconds}"
-    assert "GENERATION_TIMEOUT_SECONDS = tostring(var.generation_timeout_seconds)" in config()["locals"]["server_env"]
+    assert (
+        config()["locals"]["server_env"]["GENERATION_TIMEOUT_SECONDS"] == "${tostring(var.generation_timeout_seconds)}"
+    )
     assert variables["backend_timeout_seconds"]["default"] > variables["generation_timeout_seconds"]["default"]
     condition = variables["backend_timeout_seconds"]["validation"][0]["condition"]
     assert "var.backend_timeout_seconds > var.generation_timeout_seconds" in condition
@@ -160,9 +165,11 @@ def test_health_checks_probe_health_on_the_serving_port() -> None:
         assert http["request_path"] == "/health"
         assert http["port"] == "${local.serving_port}"
     for mig in resources("google_compute_region_instance_group_manager").values():
-        assert mig["auto_healing_policies"][0]["health_check"] == "${google_compute_health_check.autohealing.id}"
+        assert (
+            mig["auto_healing_policies"][0]["health_check"] == "${google_compute_health_check.autohealing[each.key].id}"
+        )
         assert mig["named_port"][0]["port"] == "${local.serving_port}"
-    assert only("google_compute_backend_service")["health_checks"] == ["${google_compute_health_check.lb.id}"]
+    assert only("google_compute_backend_service")["health_checks"] == ["${google_compute_health_check.lb[each.key].id}"]
 
 
 def test_cloud_armor_policy_is_attached_and_complete() -> None:
@@ -263,8 +270,9 @@ def test_job_queue_has_dead_lettering_and_bindings_on_the_topics_and_subscriptio
     assert policy["max_delivery_attempts"] >= 5  # Pub/Sub's minimum; the workers give up after 3
     assert workers["ack_deadline_seconds"] >= 30
     server_env = config()["locals"]["jobs_server_env"]
-    assert 'JOBS_ENABLED = "true"' in server_env and "PUBSUB_SUBSCRIPTION" in server_env
-    assert "local.jobs_server_env" in config()["locals"]["server_env"]
+    assert 'JOBS_ENABLED = "true"' in server_env
+    assert "PUBSUB_SUBSCRIPTION = google_pubsub_subscription.workers[name].name" in server_env
+    assert "local.jobs_server_env[name]" in config()["locals"]["model_server_env"]
     names = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", server_env))
     assert names <= {name.upper() for name in Settings.model_fields}, names
     topic_roles = {(b["topic"], b["member"]) for b in resources("google_pubsub_topic_iam_member").values()}
@@ -278,20 +286,20 @@ def test_job_queue_has_dead_lettering_and_bindings_on_the_topics_and_subscriptio
 def test_gateway_mode_scales_gpus_from_zero_on_the_backlog() -> None:
     autoscaler = resources("google_compute_region_autoscaler")["servers"]
     (policy,) = autoscaler["autoscaling_policy"]
-    assert policy["min_replicas"] == "${local.gateway ? 0 : var.min_replicas}"
+    assert policy["min_replicas"] == "${local.gateway ? 0 : each.value.min_replicas}"
     (metric,) = [block["metric"] for block in policy["dynamic"] if "metric" in block]
     content = metric["content"][0]
     assert content["name"] == "pubsub.googleapis.com/subscription/num_undelivered_messages"
     assert content["single_instance_assignment"] == 1
-    assert "google_pubsub_subscription.workers[0].name" in content["filter"]
+    assert "google_pubsub_subscription.workers[each.key].name" in content["filter"]
     backend = only("google_compute_backend_service")["backend"][0]
-    assert "google_compute_region_instance_group_manager.gateway[0].instance_group" in backend["group"]
+    assert "google_compute_region_instance_group_manager.gateway[each.key].instance_group" in backend["group"]
     modes = config()["variable"]["deployment_mode"]
     assert modes["default"] == "all_in_one"
     assert any("var.jobs_enabled" in v["condition"] for v in modes["validation"])
 
 
 def test_input_buckets_reach_the_server_and_only_they_are_readable_as_inputs() -> None:
-    assert 'INPUT_BUCKETS = join(",", var.input_buckets)' in config()["locals"]["server_env"]
+    assert config()["locals"]["server_env"]["INPUT_BUCKETS"] == '${join(",", var.input_buckets)}'
     readers = resources("google_storage_bucket_iam_member")
     assert readers["inputs_reader"]["for_each"] == "${toset(var.input_buckets)}"
