@@ -147,22 +147,28 @@ class LTXVideoBackend:
             on_step(i + 1, request.num_inference_steps)
             return {}
 
-        latents = pipe(
-            prompt_embeds=embeds,
-            prompt_attention_mask=mask,
-            negative_prompt_embeds=neg_embeds,
-            negative_prompt_attention_mask=neg_mask,
-            height=request.height,
-            width=request.width,
-            num_frames=request.num_frames,
-            frame_rate=request.fps,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=request.guidance_scale,
-            generator=generator,
-            output_type="latent",
-            return_dict=False,
-            callback_on_step_end=step_end,
-        )[0]
+        try:
+            latents = pipe(
+                prompt_embeds=embeds,
+                prompt_attention_mask=mask,
+                negative_prompt_embeds=neg_embeds,
+                negative_prompt_attention_mask=neg_mask,
+                height=request.height,
+                width=request.width,
+                num_frames=request.num_frames,
+                frame_rate=request.fps,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                generator=generator,
+                output_type="latent",
+                return_dict=False,
+                callback_on_step_end=step_end,
+            )[0]
+        finally:
+            # The first-block cache (fast mode) keeps per-call state that diffusers resets only at
+            # the end of a completed call: after a canceled or timed-out one, the next request of
+            # another size would fail. Reset it whatever happened.
+            pipe.transformer._reset_stateful_cache()
         self._sync("denoise")
         timings["denoise"] = time.perf_counter() - start
         self.last_latents = latents  # for the benchmark's comparison of modes
@@ -205,4 +211,9 @@ class LTXVideoBackend:
             # The pipeline's defaults: decode at timestep 0 with a noise scale of 0, which
             # leaves the latents unchanged, so no noise needs to be drawn.
             timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
-        return pipe.vae.decode(latents.to(pipe.vae.dtype), timestep, return_dict=False)[0]
+        # A noise-injecting decoder (0.9.1's) draws from the global RNG (diffusers passes it no
+        # generator): seed it from the request, in a fork, so the same seed gives the same video.
+        devices = [latents.device] if latents.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(request.seed)
+            return pipe.vae.decode(latents.to(pipe.vae.dtype), timestep, return_dict=False)[0]

@@ -54,9 +54,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_pipeline(seed: int = 0, layers: int = 1) -> LTXPipeline:
+def build_tiny_pipeline(seed: int = 0, layers: int = 2, noisy_vae: bool = False) -> LTXPipeline:
     """All five LTX pipeline components, tiny and seeded; the global RNG is left untouched.
-    `layers` transformer blocks (block caching needs at least two)."""
+    `layers` transformer blocks (block caching needs at least two). `noisy_vae`: a decoder like
+    0.9.1's, timestep-conditioned and injecting noise in every block."""
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -94,15 +95,21 @@ def build_tiny_pipeline(seed: int = 0, layers: int = 1) -> LTXPipeline:
             decoder_layers_per_block=(1, 1, 1, 1, 1),
             spatio_temporal_scaling=(True, True, True, False),
             decoder_spatio_temporal_scaling=(True, True, True, False),
-            decoder_inject_noise=(False, False, False, False, False),
+            decoder_inject_noise=(noisy_vae,) * 5,
             upsample_residual=(False, False, False, False),
             upsample_factor=(1, 1, 1, 1),
-            timestep_conditioning=False,
+            timestep_conditioning=noisy_vae,
             patch_size=4,
             patch_size_t=1,
             encoder_causal=True,
             decoder_causal=False,
         )
+        if noisy_vae:
+            # The noise scales start at zero (no noise at all); trained checkpoints have learned ones.
+            with torch.no_grad():
+                for name, parameter in vae.named_parameters():
+                    if "per_channel_scale" in name:
+                        parameter.uniform_(0.05, 0.2)
     # Modules built in code start in training mode (T5 dropout would make outputs random);
     # from_pretrained() returns them in eval mode, so match it.
     for module in (text_encoder, transformer, vae):
@@ -123,4 +130,4 @@ class LTXVideoTinyBackend(LTXVideoBackend):
         return pipe if self.dtype == torch.float32 else pipe.to(dtype=self.dtype)
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "source": "built-in tiny random model", "revision": "tiny-v1"}
+        return {**super().describe(), "source": "built-in tiny random model", "revision": "tiny-v2"}

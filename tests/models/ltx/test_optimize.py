@@ -3,12 +3,14 @@ they claim, a speedup that breaks the model is undone, the text encoder leaves t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import pytest
 import torch
 
 from models.base import BackendOptions, GenerationRequest
-from models.ltx.optimize import OptimizeOptions
+from models.ltx.optimize import OptimizeOptions, optimize
 from models.ltx.tiny import LTXVideoTinyBackend, build_tiny_pipeline
 
 REQUEST = GenerationRequest(prompt="a lighthouse at dusk", height=64, width=96, num_frames=17, num_inference_steps=6)
@@ -104,3 +106,64 @@ def test_text_encoder_waits_off_the_device_while_the_transformer_runs() -> None:
     assert events[0] == "text_encoder.to(cpu)" and events.count("text_encoder.to(cpu)") == 2
     assert events[first_transformer - 1] == "text_encoder.to(cpu)"  # moved off before denoising
     assert events.index("encode") < first_transformer
+
+
+def test_fused_qkv_stays_off_by_default_even_on_cuda_because_ltx_never_calls_it() -> None:
+    """LTX's attention processor computes q, k and v with to_q/to_k/to_v; a fused projection
+    would add a third of the attention weights again (1.31 GiB bf16 at 2B) and never run."""
+    backend = _backend(attention_backend="off", fuse_qkv="on", compile="off")
+    assert backend.pipe is not None
+    fused = [m.to_qkv for m in backend.pipe.transformer.modules() if hasattr(m, "to_qkv")]
+    assert fused, "fuse_qkv=on made no fused projection to watch"
+    calls: list[int] = []
+    handles = [layer.register_forward_hook(lambda *args: calls.append(1)) for layer in fused]
+    try:
+        backend.render(REQUEST, lambda step, total: None)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == []
+    # The default, on the device where `auto` used to turn it on: off, with no fused weights made.
+    pipe = build_tiny_pipeline(layers=2)
+    report = optimize(pipe, torch.device("cuda"), OptimizeOptions(compile="off", attention_backend="off"), lambda: None)
+    assert ("fuse_qkv", "off") in [(step.name, step.status) for step in report]
+    assert not any(hasattr(m, "to_qkv") for m in pipe.transformer.modules())
+
+
+def test_fast_mode_serves_other_sizes_after_an_aborted_generation() -> None:
+    """The first-block cache keeps per-call state that diffusers resets only at the end of a
+    completed call; an aborted one (cancel, timeout) must not poison the next request."""
+    fast = _backend(mode="fast", attention_backend="off", fuse_qkv="off", compile="off", cache_threshold=1e9)
+    assert ("first_block_cache:1000000000.0", "on") in [(o.name, o.status) for o in fast.optimizations]
+
+    class Aborted(Exception):
+        pass
+
+    def abort_at_two(step: int, total: int) -> None:
+        if step == 2:
+            raise Aborted
+
+    with pytest.raises(Aborted):
+        fast.render(REQUEST, abort_at_two)
+    other = GenerationRequest(prompt="a lighthouse at dusk", height=96, width=64, num_frames=9, num_inference_steps=4)
+    frames = fast.render(other, lambda step, total: None)
+    assert frames.shape == (9, 96, 64, 3)
+
+
+def test_the_same_seed_gives_the_same_video_with_a_noise_injecting_vae() -> None:
+    """The 0.9.1 VAE's decoder injects noise (and is timestep-conditioned); that noise must come
+    from the request's seed, not from whatever the global RNG holds."""
+
+    class NoisyVae(LTXVideoTinyBackend):
+        def _build_pipeline(self) -> Any:
+            return build_tiny_pipeline(noisy_vae=True)
+
+    backend = NoisyVae(BackendOptions(device="cpu", optimize=OptimizeOptions(compile="off", attention_backend="off")))
+    backend.load()
+    assert backend.pipe is not None and backend.pipe.vae.config.timestep_conditioning
+    first = backend.render(REQUEST, lambda step, total: None)
+    torch.randn(1000)  # other work moves the global RNG between two requests
+    second = backend.render(REQUEST, lambda step, total: None)
+    assert (first == second).all()
+    other_seed = backend.render(replace(REQUEST, seed=REQUEST.seed + 1), lambda step, total: None)
+    assert not (first == other_seed).all()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
 from tests.support.media import decode_mp4
-from tests.support.server import LiveServer
-from tests.support.settings import KEY
+from tests.support.server import LiveServer, live_server
+from tests.support.settings import KEY, make_settings
 
 HEADERS = {"X-API-Key": KEY}
 
@@ -37,7 +38,7 @@ def test_predict_returns_mp4_with_requested_frames_size_and_fps(tiny_server: Liv
     assert result["gcs_bucket"] is None and result["gcs_blob"] is None
     assert result["video_path"].endswith(".mp4")
     meta = result["metadata"]
-    assert meta["model"] == "ltx-video-tiny" and meta["revision"] == "tiny-v1"
+    assert meta["model"] == "ltx-video-tiny" and meta["revision"] == "tiny-v2"
     assert meta["parameters"]["num_frames"] == 17
     assert {"queue", "encode_prompt", "denoise", "decode", "encode_mp4"} <= set(meta["timings"])
     assert result["generation_time_seconds"] > 0
@@ -92,3 +93,17 @@ def test_storage_failure_is_a_clean_500_and_the_server_keeps_serving(tiny_server
     assert response.json()["error"] == "storage_failed"
     assert "Traceback" not in response.text
     assert health.status_code == 200
+
+
+def test_fast_mode_serves_with_the_first_block_cache_on(tmp_path: Path) -> None:
+    """The built-in tiny model has two transformer blocks, so LTX_MODE=fast really runs the
+    first-block cache when served; requests of two sizes in a row both succeed."""
+    with live_server(make_settings(tmp_path, ltx_mode="fast")) as live:
+        with live.client() as client:
+            described = client.get("/").json()["model"]
+        assert "first_block_cache:0.05=on" in described["optimizations"], described
+        for height, width in ((64, 96), (96, 64)):
+            _, frames, _ = _generate(
+                live, prompt="a red fox", height=height, width=width, num_frames=9, num_inference_steps=3
+            )
+            assert frames.shape == (9, height, width, 3)
