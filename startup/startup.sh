@@ -108,7 +108,31 @@ gpu() {
   local gpus
   gpus="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)" \
     || fail "nvidia-smi failed, the driver is not working: ${gpus//$'\n'/ }"
+  DRIVER="$(printf '%s' "${gpus}" | head -n 1 | awk -F', ' '{print $NF}')"
   DETAIL="gpu=\"${gpus//$'\n'/; }\""
+}
+
+# The installed torch really computes on the GPU: a build made for a newer CUDA than the driver
+# supports imports fine but finds no GPU, and the server would never turn healthy.
+cuda() {
+  if [[ "${DEVICE}" == cpu || "${ROLE}" == api ]]; then
+    RESULT=skipped DETAIL="device=${DEVICE} role=${ROLE}"
+    return
+  fi
+  local output
+  output="$("${PY}" - 2>&1 <<'PY'
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    sys.exit(f"torch {torch.__version__} (built for CUDA {torch.version.cuda or 'none'}) finds no usable GPU")
+a = torch.ones(256, 256, device="cuda")
+assert float((a @ a)[0, 0]) == 256.0, "a 256x256 matmul on the GPU gave a wrong result"
+print(f"torch={torch.__version__} cuda={torch.version.cuda} device=\"{torch.cuda.get_device_name(0)}\"")
+PY
+)" || fail "$(last_line "${output}") with NVIDIA driver ${DRIVER:-unknown}: install a torch build for a CUDA the driver supports (nvidia-smi shows the highest), or use an image whose driver supports this build"
+  DETAIL="${output}"
 }
 
 fetch_bundle() {
@@ -283,6 +307,7 @@ main() {
   stage config
   stage gpu
   stage install_app
+  stage cuda
   stage pull_weights
   stage configure
   CONFIG_CHANGED="${RESULT}"

@@ -83,11 +83,14 @@ class Sandbox:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def boot(self, state: Path | None = None, **changes: str) -> Boot:
-        """Run startup.sh once with the baseline attributes plus `changes` ('' removes one)."""
+    def boot(self, state: Path | None = None, path: Path | None = None, **changes: str) -> Boot:
+        """Run startup.sh once with the baseline attributes plus `changes` ('' removes one);
+        `path`: a folder of programs found first (a fake nvidia-smi)."""
         attributes = {**self.attributes, **changes}
         self.metadata.set_attributes({k: v for k, v in attributes.items() if v != ""})
         env = {**self.env, "STARTUP_STATE_DIR": str(state or self.state)}
+        if path is not None:
+            env["PATH"] = f"{path}:{env['PATH']}"
         started = time.monotonic()
         done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
         return Boot(done.returncode, done.stdout + done.stderr, time.monotonic() - started)
@@ -191,6 +194,7 @@ def test_first_boot_installs_pulls_and_serves(sandbox: Sandbox, first_boot: Boot
         "config",
         "gpu",
         "install_app",
+        "cuda",
         "pull_weights",
         "configure",
         "ops_agent",
@@ -309,3 +313,22 @@ def test_bad_server_setting_fails_at_configure(sandbox: Sandbox, first_boot: Boo
     server_env = sandbox.attributes["server-env"] + "\nQUEUE_SIZE=-1"
     boot = sandbox.boot(**{"server-env": server_env})
     _assert_failed_cleanly(boot, "configure", "QUEUE_SIZE", sandbox)
+
+
+def test_a_torch_that_cannot_use_the_gpu_fails_the_boot_naming_build_and_driver(
+    sandbox: Sandbox, first_boot: Boot, tmp_path: Path
+) -> None:
+    """A VM whose torch was built for a newer CUDA than its driver (torch 2.13's PyPI wheel is
+    CUDA 13, the R570 image supports 12.x) finds no GPU: the boot stops at the `cuda` stage with
+    both versions, instead of a server that never turns healthy. Here the GPU is a fake
+    nvidia-smi and torch is the CPU build, which finds no GPU the same way."""
+    assert first_boot.returncode == 0, first_boot.output[-3000:]
+    sandbox.stop_server()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA L4, 23034 MiB, 570.172.08'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    boot = sandbox.boot(path=fake, device="cuda")  # the first boot's state: the environment is reused
+    assert boot.stages["gpu"][0] == "ok" and "NVIDIA L4" in boot.stages["gpu"][1]
+    _assert_failed_cleanly(boot, "cuda", "finds no usable GPU with NVIDIA driver 570.172.08", sandbox)
+    assert "torch 2.13.0+cpu (built for CUDA none)" in boot.failures[0]
