@@ -234,8 +234,8 @@ configure() {
   RESULT="$(last_line "${output}")"
   # The settings may move the port (server-env); the health check follows them.
   PORT="$(sed -n 's/^PORT="\(.*\)"$/\1/p' "${STATE_DIR}/server.env")"
-  mkdir -p "${STATE_DIR}/outputs"
-  [[ -z "${user}" ]] || chown "${user}:${user}" "${STATE_DIR}/outputs"
+  mkdir -p "${STATE_DIR}/outputs" "${STATE_DIR}/compile-cache"
+  [[ -z "${user}" ]] || chown "${user}:${user}" "${STATE_DIR}/outputs" "${STATE_DIR}/compile-cache"
 }
 
 # The Ops Agent scrapes the metrics port into Cloud Monitoring and ships the journal.

@@ -126,6 +126,9 @@ def server_environment(
         "MODEL": model,
         "DEVICE": device or "auto",
         "OUTPUT_DIR": str(state_dir / "outputs"),
+        # torch.compile's artefacts: on the persistent disk, not /tmp (the unit has PrivateTmp, a
+        # fresh /tmp per start), so a restart loads them instead of compiling again.
+        "COMPILE_CACHE_DIR": str(state_dir / "compile-cache"),
         "LOG_LEVEL": "INFO",
         "ROLE": role or "all",
     }

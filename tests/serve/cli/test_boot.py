@@ -128,3 +128,11 @@ def test_ops_agent_config_scrapes_the_metrics_port_and_ships_the_journal(tmp_pat
     assert scrape["static_configs"] == [{"targets": ["127.0.0.1:9400"]}] and scrape["metrics_path"] == "/metrics"
     assert config["metrics"]["service"]["pipelines"]["videogen"]["receivers"] == ["videogen_prometheus"]
     assert config["logging"]["receivers"]["videogen_journal"]["type"] == "systemd_journald"
+
+
+def test_compile_artefacts_live_in_the_state_directory_and_survive_restarts(tmp_path: Path) -> None:
+    """The unit has PrivateTmp (a fresh /tmp per start), so a cache left to torch's default under
+    /tmp is gone at every restart and every restart compiles again."""
+    env = _environment(tmp_path)
+    assert env["COMPILE_CACHE_DIR"] == str(tmp_path / "compile-cache")
+    assert _environment(tmp_path, server_env="COMPILE_CACHE_DIR=/data/cc")["COMPILE_CACHE_DIR"] == "/data/cc"
