@@ -12,7 +12,7 @@ TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck bundle tf-check tf-state tf-init deploy destroy bench bench-lipsync
+.PHONY: run test lint clean shellcheck bundle wheelhouse wheelhouse-push tf-check tf-state tf-init deploy destroy bench bench-lipsync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,15 @@ test: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL) shellcheck
 tf-check: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL)
 	terraform fmt -check -recursive $(TF_DIR)
 	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) $(BIN)/python -m pytest tests/terraform $(PYTEST_ARGS)
+
+# The VMs' wheels (Python 3.12, manylinux x86_64), so they install without PyPI: dist/wheelhouse/<hash>.tar,
+# then to gs://$(BUCKET)/wheelhouse/ (the weights bucket: terraform output weights_bucket).
+wheelhouse: $(VENV)/.runtime
+	$(BIN)/python -m serve.cli.wheelhouse build --out dist/wheelhouse
+
+wheelhouse-push: wheelhouse
+	@test -n "$(BUCKET)" || { echo "usage: make wheelhouse-push BUCKET=<weights bucket>"; exit 2; }
+	$(BIN)/python -m serve.cli.wheelhouse push --out dist/wheelhouse --bucket "$(BUCKET)"
 
 # Real deployments (need a project, gcloud auth and terraform.tfvars; never run in tests).
 # The state lives in a GCS bucket that `make tf-state PROJECT=<id>` creates once per project (it

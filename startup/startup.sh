@@ -82,6 +82,8 @@ config() {
   KEY_SECRET="$(metadata instance/attributes/api-key-secret)"
   SERVER_ENV="$(metadata instance/attributes/server-env)"
   OPS_AGENT="$(metadata instance/attributes/ops-agent true)"
+  WHEELHOUSE="$(metadata instance/attributes/wheelhouse)"
+  PYPI_FALLBACK="$(metadata instance/attributes/pypi-fallback false)"
   PROJECT="$(metadata project/project-id)"
   require model "${MODEL}"
   require_name model "${MODEL}"
@@ -93,6 +95,10 @@ config() {
   fi
   require app-bundle "${BUNDLE_URL}"
   [[ "${BUNDLE_URL}" == gs://* ]] || fail "metadata attribute app-bundle=${BUNDLE_URL} is not a gs:// URL"
+  [[ -z "${WHEELHOUSE}" || "${WHEELHOUSE}" == gs://* ]] \
+    || fail "metadata attribute wheelhouse=${WHEELHOUSE} is not a gs:// URL"
+  [[ "${PYPI_FALLBACK}" == true || "${PYPI_FALLBACK}" == false ]] \
+    || fail "metadata attribute pypi-fallback=${PYPI_FALLBACK}: true or false"
   [[ "${BUNDLE_SHA256}" =~ ^[0-9a-f]{64}$ ]] \
     || fail "metadata attribute app-bundle-sha256 is not a sha256 in hex: '${BUNDLE_SHA256}'"
   DETAIL="role=${ROLE} model=${MODEL} revision=${REVISION:-none} bundle=${BUNDLE_SHA256:0:12} mode=${RUN_MODE}"
@@ -160,6 +166,16 @@ fetch_bundle() {
   mv "${APP_DIR}.partial" "${APP_DIR}"
 }
 
+# sha256 of the requirement files in a fixed order, 16 hex: the key of the environment and the
+# wheelhouse's name (serve/cli/wheelhouse.py computes the same).
+requirements_hash() {
+  local name files=()
+  for name in requirements.txt requirements-nodeps.txt; do
+    [[ -f "${APP_DIR}/${name}" ]] && files+=("${APP_DIR}/${name}")
+  done
+  cat "${files[@]}" | sha256sum | cut -c 1-16
+}
+
 make_venv() {
   "${BASE_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || fail "$("${BASE_PYTHON}" -V 2>&1) is too old: the server needs Python 3.11 or newer"
@@ -171,13 +187,52 @@ make_venv() {
       || fail "cannot create a virtual environment and apt-get install python3-venv failed"
     "${BASE_PYTHON}" -m venv "${VENV}" || fail "cannot create a virtual environment with ${BASE_PYTHON}"
   fi
-  "${VENV}/bin/pip" install --quiet --disable-pip-version-check -r "${APP_DIR}/requirements.txt" \
-    >"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
-  if [[ -f "${APP_DIR}/requirements-nodeps.txt" ]]; then
-    "${VENV}/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "${APP_DIR}/requirements-nodeps.txt" \
-      >>"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
+  local wheels="" url="${WHEELHOUSE%/}/${REQ_HASH}.tar" why=""
+  if [[ -z "${WHEELHOUSE}" ]]; then
+    why="no wheelhouse attribute"
+  elif fetch_wheelhouse "${url}"; then
+    wheels="${STATE_DIR}/wheelhouse/${REQ_HASH}"
+  fi
+  if [[ -n "${wheels}" ]]; then
+    SOURCE=wheelhouse
+    pip_install --no-index --find-links "${wheels}"
+    rm -rf "${wheels}"
+  elif [[ "${PYPI_FALLBACK}" == true ]]; then
+    SOURCE=pypi
+    log "stage=${STAGE} installing from the package index (${why}; pypi-fallback=true)"
+    pip_install
+  else
+    fail "${why}: push the wheelhouse for these requirements (make wheelhouse-push BUCKET=<weights bucket>) or set metadata pypi-fallback=true to install from PyPI"
   fi
   touch "${VENV}/.complete"
+}
+
+# The requirements' wheels for this environment, downloaded and unpacked; `why` says what failed.
+fetch_wheelhouse() {
+  local archive="${STATE_DIR}/downloads/wheelhouse-${REQ_HASH}.tar" output
+  mkdir -p "${STATE_DIR}/downloads"
+  if ! output="$(gcloud storage cp "$1" "${archive}" 2>&1)"; then
+    why="no wheelhouse at $1 ($(last_line "${output}"))"
+    return 1
+  fi
+  rm -rf "${STATE_DIR}/wheelhouse/${REQ_HASH}"
+  mkdir -p "${STATE_DIR}/wheelhouse/${REQ_HASH}"
+  if ! tar -xf "${archive}" -C "${STATE_DIR}/wheelhouse/${REQ_HASH}" --no-same-owner; then
+    rm -f "${archive}"
+    why="wheelhouse $1 is not a readable tar"
+    return 1
+  fi
+  rm -f "${archive}"
+}
+
+# pip install of the requirements (and, without dependencies, requirements-nodeps.txt); $@: where from.
+pip_install() {
+  "${VENV}/bin/pip" install --quiet --disable-pip-version-check "$@" -r "${APP_DIR}/requirements.txt" \
+    >"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
+  if [[ -f "${APP_DIR}/requirements-nodeps.txt" ]]; then
+    "${VENV}/bin/pip" install --quiet --disable-pip-version-check "$@" --no-deps -r "${APP_DIR}/requirements-nodeps.txt" \
+      >>"${STATE_DIR}/logs/pip.log" 2>&1 || fail "pip install failed: $(tail -n 1 "${STATE_DIR}/logs/pip.log")"
+  fi
 }
 
 install_app() {
@@ -189,8 +244,11 @@ install_app() {
     fetch_bundle
     RESULT=installed
   fi
-  # The environment is keyed by the requirements, so a code-only change reuses it.
-  VENV="${STATE_DIR}/venvs/$(cat "${APP_DIR}"/requirements*.txt | sha256sum | cut -c 1-16)"
+  # The environment is keyed by the requirements (as serve/cli/wheelhouse.py names the
+  # wheelhouse), so a code-only change reuses it.
+  REQ_HASH="$(requirements_hash)"
+  VENV="${STATE_DIR}/venvs/${REQ_HASH}"
+  SOURCE=none
   if [[ ! -f "${VENV}/.complete" ]]; then
     make_venv
     RESULT=installed venv=created
@@ -198,7 +256,7 @@ install_app() {
   PY="${VENV}/bin/python"
   ln -sfn "${APP_DIR}" "${STATE_DIR}/current"
   cd "${APP_DIR}"
-  DETAIL="bundle_bytes=${BUNDLE_BYTES} venv=${venv} venv_bytes=$(du -sb "${VENV}" | cut -f 1)"
+  DETAIL="bundle_bytes=${BUNDLE_BYTES} venv=${venv} source=${SOURCE} venv_bytes=$(du -sb "${VENV}" | cut -f 1)"
 }
 
 pull_weights() {

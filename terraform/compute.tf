@@ -35,10 +35,13 @@ locals {
     weights-bucket    = google_storage_bucket.weights.name
     app-bundle        = "gs://${google_storage_bucket.weights.name}/${google_storage_bucket_object.app_bundle.name}"
     app-bundle-sha256 = local.app_bundle_sha256
-    device            = "cuda"
-    port              = tostring(local.serving_port)
-    output-bucket     = google_storage_bucket.outputs.name
-    api-key-secret    = google_secret_manager_secret.api_keys.id
+    # make wheelhouse-push puts the environment's wheels here: VMs install without PyPI.
+    wheelhouse     = "gs://${google_storage_bucket.weights.name}/wheelhouse"
+    pypi-fallback  = tostring(var.pypi_fallback)
+    device         = "cuda"
+    port           = tostring(local.serving_port)
+    output-bucket  = google_storage_bucket.outputs.name
+    api-key-secret = google_secret_manager_secret.api_keys.id
   }
   model_metadata = {
     for name, m in local.models : name => merge(local.metadata, {

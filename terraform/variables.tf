@@ -234,6 +234,12 @@ variable "app_bundle_path" {
   default     = "../dist/app.tar.gz"
 }
 
+variable "pypi_fallback" {
+  type        = bool
+  description = "Let a VM install its Python packages from PyPI when the wheelhouse for its requirements is missing (make wheelhouse-push); off: such a boot fails at install_app, saying what to push."
+  default     = false
+}
+
 variable "server_env" {
   type        = map(string)
   description = "More server settings (names from the README's settings table), e.g. { QUEUE_SIZE = \"4\" }."

@@ -1,10 +1,11 @@
 """startup/startup.sh booted in a sandbox on this machine.
 
 A local metadata server gives the attributes; the GCS emulator holds the app bundle (built
-from this working tree) and the tiny model's weight cache; the fake Secret Manager holds the
-API key. The script's state lives under a temporary directory and it runs the server
-directly instead of through systemd. The first boot really creates the virtual environment
-(pip, as on a VM), so this module takes a few minutes.
+from this working tree), the wheelhouse (`serve.cli.wheelhouse build --here`: this machine's
+wheels) and the tiny model's weight cache; the fake Secret Manager holds the API key. The
+script's state lives under a temporary directory and it runs the server directly instead of
+through systemd. The first boot really creates the virtual environment (pip, as on a VM) with
+every package index unreachable, from the wheelhouse alone, so this module takes a few minutes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 import pytest
 
 from models.ltx.tiny import build_tiny_pipeline
+from serve.cli import wheelhouse
 from serve.cli.boot import build_bundle, process_alive
 from serve.cli.weights import push
 from tests.support.emulators import GcsEmulator, start_fake_gcs
@@ -136,6 +138,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sha256 = build_bundle(ROOT, tmp / "app.tar.gz")
     client.bucket("deploy").blob(f"app/{sha256}.tar.gz").upload_from_filename(str(tmp / "app.tar.gz"))
     _push_tiny_weights(gcs, tmp / "tiny-1", "tiny-1", seed=0)
+    wheels = wheelhouse.build(ROOT, tmp / "wheelhouse", python_version=None, platform=None)
+    wheelhouse.push(client, "weights", wheels)
     port = free_port()
     attributes = {
         "model": "ltx-video",
@@ -143,6 +147,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         "weights-bucket": "weights",
         "app-bundle": f"gs://deploy/app/{sha256}.tar.gz",
         "app-bundle-sha256": sha256,
+        "wheelhouse": "gs://weights/wheelhouse",
+        "pypi-fallback": "false",
         "device": "cpu",
         "port": str(port),
         "output-bucket": "videos",
@@ -159,7 +165,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         ),
     }
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")},
+        **{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("PIP_")},
+        # No package index, no local wheels, no pip configuration: only the wheelhouse can install.
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple/",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "2",
         "METADATA_BASE_URL": metadata.base_url,
         "STARTUP_RUN_MODE": "direct",
         "STARTUP_PYTHON": sys.executable,
@@ -204,6 +215,7 @@ def test_first_boot_installs_pulls_and_serves(sandbox: Sandbox, first_boot: Boot
     ], first_boot.output
     assert stages["gpu"][0] == "skipped" and stages["ops_agent"][0] == "skipped"  # direct mode
     assert stages["install_app"][0] == "installed" and "venv=created" in stages["install_app"][1]
+    assert "source=wheelhouse" in stages["install_app"][1]  # with every package index unreachable
     assert stages["pull_weights"][0] == "ok" and re.search(r"bytes=[1-9]\d+", stages["pull_weights"][1])
     assert (stages["configure"][0], stages["start"][0], stages["total"][0]) == ("changed", "started", "healthy")
 
@@ -332,3 +344,16 @@ def test_a_torch_that_cannot_use_the_gpu_fails_the_boot_naming_build_and_driver(
     assert boot.stages["gpu"][0] == "ok" and "NVIDIA L4" in boot.stages["gpu"][1]
     _assert_failed_cleanly(boot, "cuda", "finds no usable GPU with NVIDIA driver 570.172.08", sandbox)
     assert "torch 2.13.0+cpu (built for CUDA none)" in boot.failures[0]
+
+
+def test_without_its_wheelhouse_a_boot_fails_saying_what_to_push(sandbox: Sandbox, tmp_path: Path) -> None:
+    boot = sandbox.boot(state=tmp_path / "state", wheelhouse="gs://weights/elsewhere")
+    _assert_failed_cleanly(boot, "install_app", "no wheelhouse at gs://weights/elsewhere/", sandbox)
+    assert "make wheelhouse-push" in boot.failures[0] and "pypi-fallback=true" in boot.failures[0]
+
+
+def test_pypi_fallback_installs_from_the_index_only_when_allowed(sandbox: Sandbox, tmp_path: Path) -> None:
+    # Allowed: it goes to the package index, which this sandbox makes unreachable.
+    boot = sandbox.boot(state=tmp_path / "state", wheelhouse="gs://weights/elsewhere", **{"pypi-fallback": "true"})
+    assert "installing from the package index (no wheelhouse at gs://weights/elsewhere/" in boot.output
+    _assert_failed_cleanly(boot, "install_app", "pip install failed", sandbox)
