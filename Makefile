@@ -8,6 +8,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # The google provider's schema, offline: the generated bindings of hashicorp/google 7.46.1 (a
 # wheel read as data by tests/terraform/test_provider_schema.py, never installed).
 PROVIDER_WHEEL := .cache/provider-google/cdktn_provider_google-20.3.1-py3-none-any.whl
+TORCH_REPORT := .cache/torch-wheel-report.json
 TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -52,13 +53,22 @@ shellcheck:
 $(PROVIDER_WHEEL): | $(BIN)/python
 	$(BIN)/pip download --quiet --no-deps -d $(dir $(PROVIDER_WHEEL)) cdktn-provider-google==20.3.1
 
+# PyPI's metadata of the torch wheel a VM installs (Python 3.12, manylinux x86_64), without the
+# wheel: tests/startup/test_gpu_stack.py reads its CUDA version from it.
+$(TORCH_REPORT): requirements.txt | $(BIN)/python
+	mkdir -p $(dir $@)
+	PIP_FIND_LINKS= $(BIN)/pip install --dry-run --quiet --ignore-installed --no-deps --only-binary=:all: \
+	  --platform manylinux_2_28_x86_64 --python-version 3.12 --target $(dir $@)dry-run \
+	  --report $@ "$$(grep -E '^torch==' requirements.txt)"
+
 $(CHECKOV): requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
-test: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL) shellcheck
-	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL) $(TORCH_REPORT) shellcheck
+	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) TORCH_WHEEL_REPORT=$(CURDIR)/$(TORCH_REPORT) \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The offline Terraform checks alone: fmt, structure (python-hcl2), checkov.
 tf-check: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL)

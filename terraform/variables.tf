@@ -87,8 +87,16 @@ variable "image_project" {
 
 variable "image_family" {
   type        = string
-  description = "Deep Learning VM image family with the NVIDIA driver and Python 3.11+ (Ubuntu 24.04 has 3.12)."
-  default     = "common-cu128-ubuntu-2404-nvidia-570"
+  description = "Deep Learning VM image family with the NVIDIA driver (its branch ends the name) and Python 3.11+ (Ubuntu 24.04 has 3.12)."
+  default     = "common-cu129-ubuntu-2404-nvidia-580"
+
+  validation {
+    # torch 2.13.0 from PyPI (requirements.txt) is a CUDA 13.0 build, which needs the R580 driver
+    # or newer; an R570 image boots a GPU torch cannot use. tests/startup/test_gpu_stack.py reads
+    # the CUDA version from the wheel's metadata and keeps this number true.
+    condition     = tonumber(try(regex("-nvidia-([0-9]+)$", var.image_family)[0], "0")) >= 580
+    error_message = "image_family: a family whose NVIDIA driver branch (the -nvidia-NNN suffix) is 580 or newer; the pinned torch is a CUDA 13.0 build."
+  }
 }
 
 variable "boot_disk_size_gb" {

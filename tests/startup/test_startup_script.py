@@ -331,7 +331,7 @@ def test_a_torch_that_cannot_use_the_gpu_fails_the_boot_naming_build_and_driver(
     sandbox: Sandbox, first_boot: Boot, tmp_path: Path
 ) -> None:
     """A VM whose torch was built for a newer CUDA than its driver (torch 2.13's PyPI wheel is
-    CUDA 13, the R570 image supports 12.x) finds no GPU: the boot stops at the `cuda` stage with
+    CUDA 13, an R570 image supports 12.x) finds no GPU: the boot stops at the `cuda` stage with
     both versions, instead of a server that never turns healthy. Here the GPU is a fake
     nvidia-smi and torch is the CPU build, which finds no GPU the same way."""
     assert first_boot.returncode == 0, first_boot.output[-3000:]
