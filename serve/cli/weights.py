@@ -39,8 +39,45 @@ CHUNKED_ABOVE_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 32 * 1024 * 1024
 
 
+# Weight formats a diffusers pipeline does not load when safetensors are there: hub repositories
+# often carry both, and single-file checkpoints, upscalers or fp32 copies beside the folders.
+HUB_IGNORED = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.md", "*.mp4", "*.gif"]
+
+
 class CacheError(Exception):
     """The cache or a local copy is missing, incomplete or corrupt."""
+
+
+def hub_patterns(model_index: dict[str, Any]) -> list[str]:
+    """What `from_pretrained` reads of a diffusers repository: model_index.json and the folder of
+    each component it names (a component is `name: [library, class]`), and nothing else."""
+    if "_class_name" not in model_index:
+        raise CacheError("model_index.json names no pipeline class (_class_name): not a diffusers repository")
+    components = sorted(
+        name
+        for name, value in model_index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0] is not None
+    )
+    if not components:
+        raise CacheError("model_index.json lists no components")
+    return ["model_index.json", *(f"{name}/*" for name in components)]
+
+
+def download_from_hub(hub_id: str, hub_revision: str, directory: Path) -> list[str]:
+    """Only the files the repository's diffusers pipeline loads, into `directory` (needs hub access;
+    not exercised in tests: there is none here). Returns the patterns used."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    index = Path(hf_hub_download(repo_id=hub_id, filename="model_index.json", revision=hub_revision))
+    patterns = hub_patterns(json.loads(index.read_text()))
+    snapshot_download(
+        repo_id=hub_id,
+        revision=hub_revision,
+        local_dir=directory,
+        allow_patterns=patterns,
+        ignore_patterns=HUB_IGNORED,
+    )
+    return patterns
 
 
 @dataclass(frozen=True)
@@ -205,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--dir", required=True, type=Path, help="source (push) or destination (pull)")
     commands.choices["pull"].add_argument("--workers", type=int, default=8)
     commands.choices["push"].add_argument(
-        "--hub-id", help="first download this hub repository at --revision into --dir (needs hub access)"
+        "--hub-id",
+        help="first download this diffusers repository into --dir, only the files its pipeline loads "
+        "(needs hub access), e.g. Lightricks/LTX-Video-0.9.1",
     )
+    commands.choices["push"].add_argument("--hub-revision", default="main", help="the hub revision (default main)")
     commands.add_parser("verify").add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
     configure_logging("INFO", model_libraries=False)
@@ -218,10 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         client = storage.Client()
         if args.command == "push":
-            if args.hub_id:  # not exercised in tests: there is no hub access here
-                from huggingface_hub import snapshot_download
-
-                snapshot_download(repo_id=args.hub_id, revision=args.revision, local_dir=args.dir)
+            if args.hub_id:
+                patterns = download_from_hub(args.hub_id, args.hub_revision, args.dir)
+                log.info("downloaded from the hub", extra={"hub_id": args.hub_id, "patterns": patterns})
             push(client, args.bucket, args.model, args.revision, args.dir)
         else:
             pull(client, args.bucket, args.model, args.revision, args.dir, workers=args.workers)

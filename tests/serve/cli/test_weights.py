@@ -122,3 +122,44 @@ def test_cli_exit_codes(gcs_emulator: GcsEmulator, bucket: str, tmp_path: Path) 
     assert weights.main(["verify", "--dir", str(tmp_path)]) == 1
     pull = ["pull", "--bucket", bucket, "--model", "m", "--revision", "absent", "--dir", str(tmp_path / "w")]
     assert weights.main(pull) == 2
+
+
+def test_hub_patterns_take_exactly_what_the_pipeline_loads(tiny_dir: Path, tmp_path: Path) -> None:
+    """A hub repository laid out like Lightricks/LTX-Video (diffusers folders beside single-file
+    checkpoints, .bin duplicates and docs): the patterns from its own model_index.json select the
+    pipeline's files only, and LTXPipeline loads from that selection."""
+    import fnmatch
+    import json
+    import shutil
+
+    from diffusers import LTXPipeline
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_dir, repo)
+    junk = ["ltx-video-2b-v0.9.safetensors", "ltxv-spatial-upscaler.safetensors", "README.md", "media/demo.mp4"]
+    junk += ["text_encoder/pytorch_model.bin", "transformer/diffusion_pytorch_model.bin"]
+    for name in junk:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(b"not loaded")
+    patterns = weights.hub_patterns(json.loads((repo / "model_index.json").read_text()))
+    assert patterns == ["model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*", "transformer/*", "vae/*"]
+
+    files = [p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()]
+    chosen = [
+        f
+        for f in files
+        if any(fnmatch.fnmatch(f, p) for p in patterns) and not any(fnmatch.fnmatch(f, i) for i in weights.HUB_IGNORED)
+    ]
+    assert not set(chosen) & set(junk)
+    expected = [p.relative_to(tiny_dir).as_posix() for p in tiny_dir.rglob("*") if p.is_file()]
+    assert sorted(chosen) == sorted(expected)
+    selection = tmp_path / "selection"
+    for name in chosen:
+        (selection / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, selection / name)
+    LTXPipeline.from_pretrained(selection)
+
+
+def test_a_repository_that_is_not_diffusers_is_refused() -> None:
+    with pytest.raises(weights.CacheError, match="_class_name"):
+        weights.hub_patterns({"scheduler": ["diffusers", "X"]})
