@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import LTXPipeline
+from diffusers.utils.torch_utils import randn_tensor
 
 from models.base import BackendOptions, GenerationRequest, StepCallback, Video
 from models.device import resolve_device, resolve_dtype
 from models.ltx.optimize import OptimizeOptions, Step, optimize
+from models.ltx.recipes import Recipe, recipe_from_configs, recipe_of
 from models.mp4 import encode_mp4
 
 # A probe for the speedups: every layer and the guidance batch, in well under a second on a GPU.
@@ -39,6 +41,8 @@ class LTXVideoBackend:
         # transformer and VAE have the GPU to themselves; it visits the GPU only to encode.
         self.offload_text_encoder = setting == "on" or (setting == "auto" and self.device.type == "cuda")
         self.last_latents: torch.Tensor | None = None
+        # How this checkpoint is run (models/ltx/recipes.py), known once loaded.
+        self.recipe = Recipe("unloaded", decode_timestep=0.0, decode_noise_scale=0.0)
         # CUDA only: peak GiB allocated during each stage of the last request (the benchmark's).
         self.last_stage_peaks: dict[str, float] = {}
 
@@ -47,6 +51,8 @@ class LTXVideoBackend:
         local = Path(source).is_dir()
         if not local and source.startswith(("/", ".", "~")):
             raise FileNotFoundError(f"MODEL_PATH {source} is not a directory (expected a diffusers model directory)")
+        if local:
+            recipe_of(Path(source))  # refuses a checkpoint this server cannot run before reading its weights
         return LTXPipeline.from_pretrained(
             source,
             revision=None if local else self.options.revision,
@@ -56,6 +62,7 @@ class LTXVideoBackend:
 
     def load(self) -> None:
         pipe = self._build_pipeline()
+        self.recipe = recipe_from_configs(None, dict(pipe.transformer.config), dict(pipe.vae.config))
         pipe.to(self.device)
         if self.offload_text_encoder:
             pipe.text_encoder.to("cpu")
@@ -78,6 +85,7 @@ class LTXVideoBackend:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "mode": self.optimize_options.mode,
+            "recipe": self.recipe.name,
             "optimizations": [f"{o.name}={o.status}" for o in self.optimizations],
         }
 
@@ -208,9 +216,14 @@ class LTXVideoBackend:
         ).to(dtype)
         timestep = None
         if pipe.vae.config.timestep_conditioning:
-            # The pipeline's defaults: decode at timestep 0 with a noise scale of 0, which
-            # leaves the latents unchanged, so no noise needs to be drawn.
-            timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
+            # The recipe's decode timestep, with that much fresh noise (from the request's generator,
+            # as the pipeline draws it) mixed into the latents: 0.9.1's 0.03 and 0.025.
+            recipe = self.recipe
+            noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            timestep = torch.full(
+                (latents.shape[0],), recipe.decode_timestep, device=latents.device, dtype=latents.dtype
+            )
+            latents = (1 - recipe.decode_noise_scale) * latents + recipe.decode_noise_scale * noise
         # A noise-injecting decoder (0.9.1's) draws from the global RNG (diffusers passes it no
         # generator): seed it from the request, in a fork, so the same seed gives the same video.
         devices = [latents.device] if latents.device.type == "cuda" else []

@@ -1,0 +1,107 @@
+"""Which LTX-Video checkpoint a directory holds, from its own configs, and the recipe it runs with:
+the real 2B and 13B transformer configurations built on the meta device (no weights), the tiny
+pipeline saved as each pipeline class, and the 0.9.1 decode checked against diffusers' own tail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import LTXConditionPipeline, LTXPipeline, LTXVideoTransformer3DModel
+
+from models.base import BackendOptions, GenerationRequest
+from models.ltx.backend import LTXVideoBackend
+from models.ltx.optimize import OptimizeOptions
+from models.ltx.recipes import UnsupportedCheckpoint, recipe_from_configs, recipe_of
+from models.ltx.tiny import LTXVideoTinyBackend, build_tiny_pipeline
+
+# Lightricks' published transformer shapes: 2B (0.9.0 to 0.9.8 2B) and 13B (0.9.7 / 0.9.8 13B).
+TRANSFORMER_2B = {"num_attention_heads": 32, "attention_head_dim": 64, "cross_attention_dim": 2048, "num_layers": 28}
+TRANSFORMER_13B = {"num_attention_heads": 32, "attention_head_dim": 128, "cross_attention_dim": 4096, "num_layers": 48}
+REQUEST = GenerationRequest(prompt="a lighthouse at dusk", height=64, width=96, num_frames=17, num_inference_steps=4)
+
+
+def _parameters_on_meta(config: dict[str, Any]) -> int:
+    with torch.device("meta"):
+        model = LTXVideoTransformer3DModel(
+            in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, caption_channels=4096, **config
+        )
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_the_real_transformer_shapes_are_2b_and_13b_and_only_2b_is_served() -> None:
+    assert 1.9e9 < _parameters_on_meta(TRANSFORMER_2B) < 2.0e9
+    assert 13.0e9 < _parameters_on_meta(TRANSFORMER_13B) < 13.1e9
+    assert recipe_from_configs("LTXPipeline", TRANSFORMER_2B, {"timestep_conditioning": True}).name == "0.9.1"
+    assert recipe_from_configs("LTXPipeline", TRANSFORMER_2B, {"timestep_conditioning": False}).name == "0.9.0"
+    with pytest.raises(
+        UnsupportedCheckpoint, match=r"13B.*more than an L4's 24 GB; supported: LTX-Video 0.9.0 and 0.9.1"
+    ):
+        recipe_from_configs("LTXPipeline", TRANSFORMER_13B, {"timestep_conditioning": True})
+
+
+def _saved(directory: Path, pipeline: type, *, noisy_vae: bool = False) -> Path:
+    tiny = build_tiny_pipeline(noisy_vae=noisy_vae)
+    pipeline(**tiny.components).save_pretrained(directory)
+    return directory
+
+
+def test_a_directory_says_which_recipe_it_needs(tmp_path: Path) -> None:
+    assert recipe_of(_saved(tmp_path / "a", LTXPipeline)).name == "0.9.0"
+    recipe = recipe_of(_saved(tmp_path / "b", LTXPipeline, noisy_vae=True))
+    assert (recipe.name, recipe.decode_timestep, recipe.decode_noise_scale) == ("0.9.1", 0.03, 0.025)
+    with pytest.raises(UnsupportedCheckpoint, match=r"model_index.json is missing"):
+        recipe_of(tmp_path)
+
+
+def test_a_later_checkpoint_is_refused_before_its_weights_are_loaded(tmp_path: Path) -> None:
+    """A 0.9.5+ directory (LTXConditionPipeline) used to load as LTXPipeline and generate with the
+    wrong recipe; now the backend refuses it at load, saying what is supported."""
+    directory = _saved(tmp_path / "later", LTXConditionPipeline)
+    (directory / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"never read")
+    backend = LTXVideoBackend(BackendOptions(device="cpu", model_path=str(directory)))
+    with pytest.raises(UnsupportedCheckpoint, match=r"LTXConditionPipeline \(0.9.5 and later.*not served yet"):
+        backend.load()
+
+
+def test_the_0_9_1_decode_is_the_pipelines_own_with_its_recipe() -> None:
+    """Our staged render (encode, denoise to latents, decode) against diffusers' LTXPipeline called
+    whole with the recipe's decode_timestep and decode_noise_scale, on a timestep-conditioned,
+    noise-injecting tiny VAE: the same frames."""
+
+    class Noisy(LTXVideoTinyBackend):
+        def _build_pipeline(self) -> Any:
+            return build_tiny_pipeline(noisy_vae=True)
+
+    backend = Noisy(BackendOptions(device="cpu", optimize=OptimizeOptions(compile="off", attention_backend="off")))
+    backend.load()
+    assert backend.recipe.name == "0.9.1"
+    ours = backend.render(REQUEST, lambda step, total: None)
+
+    reference = build_tiny_pipeline(noisy_vae=True)
+    torch.manual_seed(REQUEST.seed)  # the decoder's injected noise: what our render seeds it with
+    frames = reference(
+        prompt=REQUEST.prompt,
+        negative_prompt=REQUEST.negative_prompt,
+        height=REQUEST.height,
+        width=REQUEST.width,
+        num_frames=REQUEST.num_frames,
+        frame_rate=REQUEST.fps,
+        num_inference_steps=REQUEST.num_inference_steps,
+        guidance_scale=REQUEST.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(REQUEST.seed),
+        decode_timestep=0.03,
+        decode_noise_scale=0.025,
+        output_type="np",
+    ).frames[0]
+    theirs = np.round(frames * 255).astype(np.uint8)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+    # And the recipe matters: decoding at timestep 0 without noise gives another video.
+    plain = Noisy(BackendOptions(device="cpu", optimize=OptimizeOptions(compile="off", attention_backend="off")))
+    plain.load()
+    plain.recipe = plain.recipe.__class__("0.9.1-at-0", 0.0, 0.0)
+    assert np.abs(plain.render(REQUEST, lambda step, total: None).astype(int) - ours.astype(int)).max() > 1
