@@ -25,7 +25,7 @@ class BackendOptions:
     vae_tiling: bool = False
     # ltx-video: speedups (see models/ltx/optimize.py) and the text encoder's place between requests.
     optimize: Any = None  # models.ltx.optimize.OptimizeOptions; None: the defaults
-    text_encoder_offload: str = "auto"  # auto (on CUDA) | on | off
+    text_encoder_offload: str = "auto"  # auto (on CUDA when the card lacks room for all weights + a request) | on | off
     lipsync: Any = None  # models.latentsync.backend.LipSyncOptions; None: the defaults
     video: Mp4Options = field(default_factory=Mp4Options)  # VIDEO_CRF / VIDEO_PRESET, for every backend
 

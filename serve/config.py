@@ -84,7 +84,9 @@ class Settings(BaseSettings):
         "off", description="ltx-video: CUDA graphs for the compiled blocks (reduce-overhead; opt-in, unmeasured)"
     )
     text_encoder_offload: Literal["auto", "on", "off"] = Field(
-        "auto", description="Keep the text encoder in host memory between requests (`auto`: on CUDA)"
+        "auto",
+        description="Keep the text encoder in host memory between requests (`auto`: on CUDA when the card cannot "
+        "hold every weight plus 12 GiB for a request, as on an L4; an 80 GB card keeps it resident)",
     )
     compile_cache_dir: Path | None = Field(
         None, description="Where torch.compile caches its artefacts, so a restart does not compile again"

@@ -22,6 +22,22 @@ PROBE_REQUEST = GenerationRequest(prompt="probe", height=64, width=64, num_frame
 
 DEFAULT_HUB_ID = "Lightricks/LTX-Video"
 
+# GPU memory a request needs beyond the weights: the VAE decode's activations at the largest
+# admitted size dominate (the reference's 14.2 GiB whole-run peak at 704x1216x121 less ~4.4 GiB of
+# transformer and VAE weights is ~10 GiB; BENCHMARKS.md), with 2 GiB of margin.
+WORKING_RESERVE_BYTES = 12 * 2**30
+
+
+def text_encoder_must_wait_on_host(card_bytes: int, weights_bytes: int) -> bool:
+    """True when every component's weights and a request's working memory do not fit on the card
+    together: then the text encoder (T5-XXL, 8.9 GiB in bf16) visits the GPU only to encode."""
+    return weights_bytes + WORKING_RESERVE_BYTES > card_bytes
+
+
+def _weight_bytes(pipe: LTXPipeline) -> int:
+    modules = (pipe.text_encoder, pipe.transformer, pipe.vae)
+    return sum(p.numel() * p.element_size() for module in modules for p in module.parameters())
+
 
 class LTXVideoBackend:
     """Text-to-video with LTX-Video, from a local diffusers directory or the hub."""
@@ -36,10 +52,8 @@ class LTXVideoBackend:
         self.pipe: LTXPipeline | None = None
         self.optimize_options: OptimizeOptions = options.optimize or OptimizeOptions()
         self.optimizations: list[Step] = []
-        setting = options.text_encoder_offload
-        # The text encoder (T5-XXL: ~9.5 GB in bf16) waits in host memory between requests, so the
-        # transformer and VAE have the GPU to themselves; it visits the GPU only to encode.
-        self.offload_text_encoder = setting == "on" or (setting == "auto" and self.device.type == "cuda")
+        # on | off | auto: decided at load from the card's memory and the weights (see load()).
+        self.offload_text_encoder = options.text_encoder_offload == "on"
         self.last_latents: torch.Tensor | None = None
         # How this checkpoint is run (models/ltx/recipes.py), known once loaded.
         self.recipe = Recipe("unloaded", decode_timestep=0.0, decode_noise_scale=0.0)
@@ -63,6 +77,9 @@ class LTXVideoBackend:
     def load(self) -> None:
         pipe = self._build_pipeline()
         self.recipe = recipe_from_configs(None, dict(pipe.transformer.config), dict(pipe.vae.config))
+        if self.options.text_encoder_offload == "auto" and self.device.type == "cuda":
+            card = torch.cuda.get_device_properties(self.device).total_memory
+            self.offload_text_encoder = text_encoder_must_wait_on_host(card, _weight_bytes(pipe))
         pipe.to(self.device)
         if self.offload_text_encoder:
             pipe.text_encoder.to("cpu")
@@ -86,6 +103,7 @@ class LTXVideoBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "mode": self.optimize_options.mode,
             "recipe": self.recipe.name,
+            "text_encoder": "waits on the host" if self.offload_text_encoder else "resident",
             "optimizations": [f"{o.name}={o.status}" for o in self.optimizations],
         }
 
