@@ -19,6 +19,13 @@ from models.mp4 import encode_mp4
 
 # A probe for the speedups: every layer and the guidance batch, in well under a second on a GPU.
 PROBE_REQUEST = GenerationRequest(prompt="probe", height=64, width=64, num_frames=9, num_inference_steps=2)
+# After compiling: another size (the compiler's automatic dynamic shapes then mark the token count
+# dynamic), then the same without guidance (batch 1, a size the compiler always specialises), so
+# these compiles happen at load rather than inside the first user request of a new size.
+SETTLE_REQUESTS = (
+    GenerationRequest(prompt="settle", height=96, width=128, num_frames=17, num_inference_steps=2),
+    GenerationRequest(prompt="settle", height=96, width=128, num_frames=17, num_inference_steps=2, guidance_scale=1.0),
+)
 
 DEFAULT_HUB_ID = "Lightricks/LTX-Video"
 
@@ -90,6 +97,9 @@ class LTXVideoBackend:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         self.optimizations = optimize(pipe, self.device, self.optimize_options, self._probe)
+        if any(step.name.startswith("compile") and step.status == "on" for step in self.optimizations):
+            for request in SETTLE_REQUESTS:
+                self.render(request, lambda step, total: None)
 
     def _probe(self) -> None:
         self.render(PROBE_REQUEST, lambda step, total: None)

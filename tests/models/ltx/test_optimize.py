@@ -167,3 +167,21 @@ def test_the_same_seed_gives_the_same_video_with_a_noise_injecting_vae() -> None
     assert (first == second).all()
     other_seed = backend.render(replace(REQUEST, seed=REQUEST.seed + 1), lambda step, total: None)
     assert not (first == other_seed).all()
+
+
+def test_no_user_request_compiles_after_load() -> None:
+    """The speedups' probe compiles the repeated block at one size; the first request of any other
+    size (or without guidance: batch 1) used to compile again inside its own deadline (5.7 s here on
+    the tiny model, minutes for the real one on a GPU). Load now settles the shapes as dynamic."""
+    from torch._dynamo.utils import counters
+
+    backend = _backend(attention_backend="off", fuse_qkv="off", compile="on")
+    assert ("compile_repeated_blocks", "on") in [(o.name, o.status) for o in backend.optimizations]
+    graphs = counters["stats"]["unique_graphs"]
+    for request in (
+        GenerationRequest(prompt="a", height=160, width=96, num_frames=25, num_inference_steps=2),
+        GenerationRequest(prompt="b", height=64, width=64, num_frames=9, num_inference_steps=2, guidance_scale=1.0),
+        GenerationRequest(prompt="c", height=128, width=160, num_frames=33, num_inference_steps=2, guidance_scale=1.0),
+    ):
+        backend.render(request, lambda step, total: None)
+    assert counters["stats"]["unique_graphs"] == graphs
