@@ -103,6 +103,7 @@ def optimize(pipe: Any, device: torch.device, options: OptimizeOptions, probe: C
         report.append(Step("fuse_qkv", "off"))
 
     # Fast mode: fp8 matmuls, then first-block caching.
+    cached = False
     if options.mode == "fast":
         if options.fp8 and device.type == "cuda":
             attempt("fp8", lambda: _fp8(transformer), lambda: None)
@@ -111,7 +112,7 @@ def optimize(pipe: Any, device: torch.device, options: OptimizeOptions, probe: C
         if options.cache_threshold > 0:
             from diffusers import FirstBlockCacheConfig
 
-            attempt(
+            cached = attempt(
                 f"first_block_cache:{options.cache_threshold}",
                 lambda: transformer.enable_cache(FirstBlockCacheConfig(threshold=options.cache_threshold)),
                 transformer.disable_cache,
@@ -123,16 +124,19 @@ def optimize(pipe: Any, device: torch.device, options: OptimizeOptions, probe: C
             options.compile_cache_dir.mkdir(parents=True, exist_ok=True)
             # Inductor reads its cache location from the environment; set it before compiling.
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.compile_cache_dir))
+        # NOTE: the first-block cache's hook decides per step in a compiler-disabled function; a
+        # fullgraph compile refuses it, so with the cache on the blocks compile with that one break.
+        whole = not cached
         graphs = options.cuda_graphs == "on" and device.type == "cuda"
         if graphs and attempt(
             "compile_repeated_blocks:cuda_graphs",
-            lambda: transformer.compile_repeated_blocks(fullgraph=True, mode="reduce-overhead"),
+            lambda: transformer.compile_repeated_blocks(fullgraph=whole, mode="reduce-overhead"),
             lambda: _uncompile(transformer),
         ):
             return report
         attempt(
             "compile_repeated_blocks",
-            lambda: transformer.compile_repeated_blocks(fullgraph=True),
+            lambda: transformer.compile_repeated_blocks(fullgraph=whole),
             lambda: _uncompile(transformer),
         )
     else:

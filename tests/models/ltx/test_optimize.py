@@ -185,3 +185,14 @@ def test_no_user_request_compiles_after_load() -> None:
     ):
         backend.render(request, lambda step, total: None)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_fast_mode_compiles_the_blocks_around_the_first_block_cache() -> None:
+    """The cache's hook decides per step through a compiler-disabled function, which a fullgraph
+    compile refuses: fast mode used to fail the compile probe and run eager."""
+    eager = _backend(mode="fast", attention_backend="off", compile="off", cache_threshold=0.05)
+    compiled = _backend(mode="fast", attention_backend="off", compile="on", cache_threshold=0.05)
+    steps = {o.name: (o.status, o.detail) for o in compiled.optimizations}
+    assert steps["first_block_cache:0.05"][0] == "on"
+    assert steps["compile_repeated_blocks"][0] == "on", steps
+    assert _relative_error(_latents(eager), _latents(compiled)) < 1e-4
