@@ -43,6 +43,8 @@ class GenerationRequest:
     num_inference_steps: int = 50
     fps: int = 24
     guidance_scale: float = 3.0
+    # Image-to-video: a local picture (checked by the server) the video starts from.
+    image_path: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -172,8 +172,11 @@ class Settings(BaseSettings):
     lipsync_max_pixels: int = Field(
         1920 * 1080, ge=4096, description="Largest video_in frame, width x height (413 `input_too_large`)"
     )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Image-to-video: the largest `image` accepted, in pixels (read from its header)"
+    )
     fetch_max_bytes: int = Field(
-        512 * 1024**2, ge=1024, description="Largest video_in / audio_in download (413 `input_too_large`)"
+        512 * 1024**2, ge=1024, description="Largest video_in / audio_in / image download (413 `input_too_large`)"
     )
     fetch_timeout_seconds: float = Field(60, gt=0, description="Time one input download may take in all")
     fetch_max_concurrent: int = Field(

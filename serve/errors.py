@@ -51,6 +51,7 @@ CATALOGUE: dict[str, Entry] = {
     "input_unreachable": Entry(422, _C, "An input could not be downloaded"),
     "invalid_video": Entry(422, _C, "video_in is not a usable video"),
     "invalid_audio": Entry(422, _C, "audio_in is not usable audio"),
+    "invalid_image": Entry(422, _C, "image is not a usable PNG, JPEG or WebP picture"),
     "no_face_detected": Entry(422, _C, "No face in the first frames of video_in"),
     "client_disconnected": Entry(499, _X, "The client disconnected while queued"),
     "canceled": Entry(499, _X, "Canceled"),

@@ -31,6 +31,13 @@ class PredictRequest(BaseModel):
     gcs_destination: str | None = Field(
         None, pattern=GCS_URL_PATTERN, description="`gs://bucket/path.mp4` to store the video at (Cloud Storage only)"
     )
+    image: str | None = Field(
+        None,
+        min_length=6,
+        max_length=2048,
+        description="Image-to-video: `gs://bucket/object` (from INPUT_BUCKETS) or `https://...`, a PNG, JPEG or WebP "
+        "picture the video starts from, fitted to height x width",
+    )
 
     @field_validator("prompt")
     @classmethod

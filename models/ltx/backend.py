@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import LTXPipeline
+from diffusers import LTXImageToVideoPipeline, LTXPipeline
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from models.base import BackendOptions, GenerationRequest, StepCallback, Video
 from models.device import resolve_device, resolve_dtype
@@ -57,6 +58,8 @@ class LTXVideoBackend:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
         self.pipe: LTXPipeline | None = None
+        # The same components as an image-to-video pipeline (no second copy of any weight).
+        self.image_pipe: LTXImageToVideoPipeline | None = None
         self.optimize_options: OptimizeOptions = options.optimize or OptimizeOptions()
         self.optimizations: list[Step] = []
         # on | off | auto: decided at load from the card's memory and the weights (see load()).
@@ -96,6 +99,8 @@ class LTXVideoBackend:
             pipe.vae.enable_tiling()
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        self.image_pipe = LTXImageToVideoPipeline(**pipe.components)
+        self.image_pipe.set_progress_bar_config(disable=True)
         self.optimizations = optimize(pipe, self.device, self.optimize_options, self._probe)
         if any(step.name.startswith("compile") and step.status == "on" for step in self.optimizations):
             for request in SETTLE_REQUESTS:
@@ -184,7 +189,17 @@ class LTXVideoBackend:
             return {}
 
         try:
-            latents = pipe(
+            # Image-to-video: the same components through diffusers' image-to-video loop, which
+            # encodes the picture (fitted to height x width) as the first latent frame.
+            denoise: Any = pipe
+            extra: dict[str, Any] = {}
+            if request.image_path is not None:
+                assert self.image_pipe is not None
+                denoise = self.image_pipe
+                with Image.open(request.image_path) as picture:
+                    extra["image"] = picture.convert("RGB")
+            latents = denoise(
+                **extra,
                 prompt_embeds=embeds,
                 prompt_attention_mask=mask,
                 negative_prompt_embeds=neg_embeds,

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +24,7 @@ from serve.core.limits import check_limits
 from serve.errors import ServeError, invalid_field
 from serve.io.fetch import FetchPolicy, check_url, fetch
 from serve.io.gcs import GcsOutput
+from serve.io.images import check_image
 from serve.obs.metrics import Metrics
 from serve.schemas import JobRequest, LipSyncJobRequest, LipSyncPredictRequest, PredictRequest
 
@@ -84,20 +85,72 @@ class TaskSpec:
         raise NotImplementedError
 
 
+def input_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.fetch_max_bytes,
+        timeout=settings.fetch_timeout_seconds,
+        allow_loopback=settings.fetch_allow_loopback,
+        input_buckets=frozenset(settings.input_bucket_set),
+    )
+
+
+async def fetch_inputs(urls: dict[str, str], ctx: TaskContext, request_id: str) -> Path:
+    """Download each field's URL to `<scratch>/<field>` before the request takes a place in the GPU
+    queue, holding one of the server's download slots (503 `downloads_busy` when none is free)."""
+    if not ctx.downloads.acquire(blocking=False):
+        ctx.metrics.rejected.labels("downloads_busy").inc()
+        raise ServeError("downloads_busy", "this server is downloading as many inputs as it may; retry shortly")
+    ctx.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="videogen-inputs-", dir=ctx.settings.scratch_dir))
+    policy = input_policy(ctx.settings)
+    try:
+        for name, url in urls.items():
+            started = time.perf_counter()
+            try:
+                size = await asyncio.to_thread(fetch, ctx.storage_client, url, folder / name, name, policy)
+            except ServeError as exc:
+                ctx.metrics.rejected.labels(exc.code).inc()
+                raise
+            seconds = round(time.perf_counter() - started, 3)
+            log.info(
+                "input fetched", extra={"request_id": request_id, "field": name, "bytes": size, "seconds": seconds}
+            )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        ctx.downloads.release()
+    return folder
+
+
 class TextToVideo(TaskSpec):
     name = "text-to-video"
     predict_body = PredictRequest
     job_body = JobRequest
     # Small enough to take seconds, large enough to run every layer of the model once.
     warmup = GenerationRequest(prompt="warm-up", height=64, width=64, num_frames=9, num_inference_steps=2)
+    input_errors = ("unsafe_url", "input_unreachable", "input_too_large", "invalid_image", "downloads_busy")
 
     def check(self, body: PredictRequest, ctx: TaskContext) -> None:
         check_limits(body, ctx.settings)
         super().check(body, ctx)
+        if body.image is not None:
+            check_url(body.image, "image", input_policy(ctx.settings))
 
     async def prepare(self, body: PredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
-        fields = PredictRequest.model_fields.keys() - {"gcs_destination"}
-        return Prepared(GenerationRequest(**body.model_dump(include=fields)))
+        fields = PredictRequest.model_fields.keys() - {"gcs_destination", "image"}
+        request = GenerationRequest(**body.model_dump(include=fields))
+        if body.image is None:
+            return Prepared(request)
+        folder = await fetch_inputs({"image": body.image}, ctx, request_id)
+        try:
+            await asyncio.to_thread(check_image, folder / "image", "image", ctx.settings.max_image_pixels)
+        except BaseException as exc:
+            if isinstance(exc, ServeError):
+                ctx.metrics.rejected.labels(exc.code).inc()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return Prepared(replace(request, image_path=folder / "image"), scratch=folder)
 
 
 class LipSync(TaskSpec):
@@ -121,46 +174,14 @@ class LipSync(TaskSpec):
     def destination(self, body: LipSyncPredictRequest) -> str | None:
         return body.destination()
 
-    @staticmethod
-    def _policy(settings: Settings) -> FetchPolicy:
-        return FetchPolicy(
-            max_bytes=settings.fetch_max_bytes,
-            timeout=settings.fetch_timeout_seconds,
-            allow_loopback=settings.fetch_allow_loopback,
-            input_buckets=frozenset(settings.input_bucket_set),
-        )
-
     def check(self, body: LipSyncPredictRequest, ctx: TaskContext) -> None:
         super().check(body, ctx)
         for name in self._FIELDS:
-            check_url(getattr(body, name), name, self._policy(ctx.settings))
+            check_url(getattr(body, name), name, input_policy(ctx.settings))
 
     async def prepare(self, body: LipSyncPredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
-        """Download the inputs before the request takes a place in the GPU queue, into the scratch
-        folder, holding one of the server's download slots (503 `downloads_busy` when none is free)."""
-        if not ctx.downloads.acquire(blocking=False):
-            ctx.metrics.rejected.labels("downloads_busy").inc()
-            raise ServeError("downloads_busy", "this server is downloading as many inputs as it may; retry shortly")
-        ctx.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="videogen-inputs-", dir=ctx.settings.scratch_dir))
-        policy = self._policy(ctx.settings)
-        try:
-            for name in self._FIELDS:
-                url, started = getattr(body, name), time.perf_counter()
-                try:
-                    size = await asyncio.to_thread(fetch, ctx.storage_client, url, folder / name, name, policy)
-                except ServeError as exc:
-                    ctx.metrics.rejected.labels(exc.code).inc()
-                    raise
-                seconds = round(time.perf_counter() - started, 3)
-                log.info(
-                    "input fetched", extra={"request_id": request_id, "field": name, "bytes": size, "seconds": seconds}
-                )
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        finally:
-            ctx.downloads.release()
+        """The inputs downloaded first (`fetch_inputs`), then the backend's request over them."""
+        folder = await fetch_inputs({name: getattr(body, name) for name in self._FIELDS}, ctx, request_id)
         request = LipSyncRequest(
             video_path=folder / "video_in",
             audio_path=folder / "audio_in",

@@ -105,3 +105,41 @@ def test_the_0_9_1_decode_is_the_pipelines_own_with_its_recipe() -> None:
     plain.load()
     plain.recipe = plain.recipe.__class__("0.9.1-at-0", 0.0, 0.0)
     assert np.abs(plain.render(REQUEST, lambda step, total: None).astype(int) - ours.astype(int)).max() > 1
+
+
+def test_image_to_video_is_diffusers_image_to_video_pipeline(tmp_path: Path) -> None:
+    """A picture conditioning the first frame: our staged render against diffusers'
+    LTXImageToVideoPipeline called whole on the same components, and another video than without."""
+    from diffusers import LTXImageToVideoPipeline
+    from PIL import Image
+
+    picture = tmp_path / "start.png"
+    pixels = np.random.default_rng(3).integers(0, 256, (80, 120, 3), dtype=np.uint8)  # not the request's size
+    Image.fromarray(pixels).save(picture)
+    request = GenerationRequest(**{**REQUEST.__dict__, "image_path": picture})
+
+    backend = LTXVideoTinyBackend(
+        BackendOptions(device="cpu", optimize=OptimizeOptions(compile="off", attention_backend="off"))
+    )
+    backend.load()
+    ours = backend.render(request, lambda step, total: None)
+    without = backend.render(REQUEST, lambda step, total: None)
+    assert np.abs(ours.astype(int) - without.astype(int)).max() > 1
+
+    reference = LTXImageToVideoPipeline(**build_tiny_pipeline().components)
+    frames = reference(
+        image=Image.open(picture).convert("RGB"),
+        prompt=REQUEST.prompt,
+        negative_prompt=REQUEST.negative_prompt,
+        height=REQUEST.height,
+        width=REQUEST.width,
+        num_frames=REQUEST.num_frames,
+        frame_rate=REQUEST.fps,
+        num_inference_steps=REQUEST.num_inference_steps,
+        guidance_scale=REQUEST.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(REQUEST.seed),
+        output_type="np",
+    ).frames[0]
+    theirs = np.round(frames * 255).astype(np.uint8)
+    assert ours.shape == theirs.shape == (REQUEST.num_frames, REQUEST.height, REQUEST.width, 3)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1

@@ -24,6 +24,8 @@ SMALL_BOUNDS: dict[str, Any] = {
     "max_inference_steps": 3,
     "max_prompt_chars": 200,
     "queue_size": 4,
+    # Generated `image` URLs that pass the URL rules are refused or unreachable, quickly.
+    "fetch_timeout_seconds": 2,
 }
 
 
