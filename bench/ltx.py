@@ -13,6 +13,12 @@ stand-in with T5-XXL's width (the reference figures exclude text encoding).
 
     python -m bench.ltx                                    # full size on CUDA, tiny on a CPU
     python -m bench.ltx --height 512 --width 768 --frames 121 --steps 50
+    python -m bench.ltx --model-path /var/lib/videogen/weights/ltx-video/0.9.1   # real weights
+    python -m bench.ltx --plan                             # the L4 memory plan, from the meta device
+
+Each variant runs in a fresh process (`--no-isolate` to share one), so one variant's compiled code,
+caches or memory do not flatter or burden the next. Spread: p50 and p90 over the runs after the
+first (at least 5 runs by default); memory: peak allocated and peak reserved.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import math
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
+import transformers
 
 from models.base import BackendOptions, GenerationRequest
 from models.ltx.backend import LTXVideoBackend
@@ -97,8 +106,36 @@ class _Prebuilt(LTXVideoBackend):
         self.size = size
 
     def _build_pipeline(self) -> Any:
+        if self.options.model_path:  # real weights: the served backend's own loading
+            return super()._build_pipeline()
         pipe = build_full_pipeline() if self.size == "full" else build_tiny_pipeline(layers=2)
         return pipe.to(dtype=self.dtype)
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What the figures depend on: the card, its driver, CUDA, cuDNN and the libraries."""
+    found: dict[str, Any] = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "driver": None,
+    }
+    if device.type == "cuda":
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            found["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception as exc:  # report it rather than fail the benchmark
+            found["driver"] = f"unknown ({type(exc).__name__})"
+    return found
 
 
 @dataclass
@@ -108,6 +145,7 @@ class Result:
     runs: list[dict[str, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     peak_gib: float | None = None
+    reserved_gib: float | None = None
     stage_peak_gib: dict[str, float] = field(default_factory=dict)
     latent_error: float | None = None
     psnr_vs_exact: float | None = None
@@ -120,9 +158,12 @@ class Result:
             "name": self.name,
             "load_seconds": round(self.load_seconds, 3),
             "median_step_seconds": round(statistics.median(self.step_seconds), 4),
+            "p90_step_seconds": round(_p90(self.step_seconds), 4),
             "median_video_seconds": {k: round(v, 3) for k, v in median.items()},
+            "p90_video_seconds": round(_p90([run["total"] for run in warm]), 3),
             "first_request_extra_seconds": round(self.runs[0]["total"] - median["total"], 3),
             "peak_gib": self.peak_gib,
+            "reserved_gib": self.reserved_gib,
             "stage_peak_gib": self.stage_peak_gib,
             "latent_relative_error": self.latent_error,
             "psnr_db_vs_exact": self.psnr_vs_exact,
@@ -132,7 +173,7 @@ class Result:
 
 
 def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest, device: torch.device) -> Any:
-    options = BackendOptions(device=str(device), dtype=args.dtype, optimize=VARIANTS[name])
+    options = BackendOptions(device=str(device), dtype=args.dtype, optimize=VARIANTS[name], model_path=args.model_path)
     backend = _Prebuilt(options, args.size)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -163,12 +204,96 @@ def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest,
         result.runs.append(run)
         result.step_seconds += [b - a for a, b in itertools.pairwise(stamps)]
     if device.type == "cuda":
+        result.reserved_gib = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
         result.peak_gib = round(max(backend.last_stage_peaks.values(), default=0.0), 2)
         result.stage_peak_gib = {k: round(v, 2) for k, v in backend.last_stage_peaks.items()}
     assert backend.last_latents is not None
     latents = backend.last_latents.float().cpu()
     del backend
     return result, latents, frames
+
+
+def _child(args: argparse.Namespace, request: GenerationRequest, device: torch.device) -> int:
+    """One variant in this (fresh) process; its summary, latents and frames into --dump."""
+    assert args.dump is not None
+    result, latents, frames = run_variant(args.only, args, request, device)
+    (args.dump / f"{args.only}.json").write_text(json.dumps(result.__dict__))
+    torch.save(latents, args.dump / f"{args.only}.pt")
+    np.save(args.dump / f"{args.only}.npy", frames)
+    return 0
+
+
+def _isolated(name: str, args: argparse.Namespace) -> Any:
+    """run_variant in a child process, so no compiled code, cache or memory carries over."""
+    with tempfile.TemporaryDirectory() as dump:
+        argv = [sys.executable, "-m", "bench.ltx", "--only", name, "--dump", dump, "--size", args.size]
+        argv += ["--height", str(args.height), "--width", str(args.width), "--frames", str(args.frames)]
+        argv += ["--steps", str(args.steps), "--guidance", str(args.guidance), "--runs", str(args.runs)]
+        argv += ["--dtype", args.dtype]
+        if args.model_path:
+            argv += ["--model-path", args.model_path]
+        if args.memory_cap_gib is not None:
+            argv += ["--memory-cap-gib", str(args.memory_cap_gib)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"variant {name} failed in its process: {done.stderr.strip()[-2000:]}")
+        folder = Path(dump)
+        result = Result(**json.loads((folder / f"{name}.json").read_text()))
+        return result, torch.load(folder / f"{name}.pt"), np.load(folder / f"{name}.npy")
+
+
+def print_plan(out: Path) -> int:
+    """Weights per component from the real configurations built on the meta device, and what each
+    stage holds on the card, against an L4's 22 GiB budget, with the text-encoder decision."""
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from models.ltx.backend import WORKING_RESERVE_BYTES, text_encoder_must_wait_on_host
+
+    gib = 2**30
+    with torch.device("meta"):
+        components = {
+            "T5-XXL encoder (24 layers, d_model 4096)": T5EncoderModel(
+                T5Config(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu")
+            ),
+            "transformer 2B (28 blocks, 32 x 64)": LTXVideoTransformer3DModel(
+                in_channels=128,
+                out_channels=128,
+                num_attention_heads=32,
+                attention_head_dim=64,
+                cross_attention_dim=2048,
+                num_layers=28,
+                caption_channels=4096,
+            ),
+            "VAE (diffusers' default, 0.9.0)": AutoencoderKLLTXVideo(),
+        }
+    params = {name: sum(p.numel() for p in module.parameters()) for name, module in components.items()}
+    weights = {name: 2 * count for name, count in params.items()}  # bf16
+    t5, transformer, vae = weights.values()
+    l4 = 23_034 * 2**20
+    offload = text_encoder_must_wait_on_host(l4, sum(weights.values()))
+    resident_t5 = 0 if offload else t5
+    stages = {
+        "encode prompt": t5 + transformer + vae,
+        "denoise (weights; activations well under 1 GiB)": resident_t5 + transformer + vae,
+        "decode (weights + the working reserve)": resident_t5 + transformer + vae + WORKING_RESERVE_BYTES,
+    }
+    print("| component | parameters | bf16 GiB |\n|---|---|---|")
+    for name, count in params.items():
+        print(f"| {name} | {count / 1e9:.3f} B | {weights[name] / gib:.2f} |")
+    print(f"\nL4 (22 GiB budget): text encoder {'waits on the host' if offload else 'resident'}\n")
+    print("| stage | on the card GiB | within 22 GiB |\n|---|---|---|")
+    for name, size in stages.items():
+        print(f"| {name} | {size / gib:.2f} | {'yes' if size <= 22 * gib else 'NO'} |")
+    plan = {
+        "parameters": params,
+        "bf16_gib": {k: round(v / gib, 3) for k, v in weights.items()},
+        "l4_text_encoder_offloaded": offload,
+        "stages_gib": {k: round(v / gib, 2) for k, v in stages.items()},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(plan, indent=1) + "\n")
+    return 0
 
 
 def psnr(reference: Any, frames: Any) -> float:
@@ -179,9 +304,10 @@ def psnr(reference: Any, frames: Any) -> float:
 
 def markdown(report: dict[str, Any]) -> str:
     rows = [
-        "| variant | s/step (median) | video s (median) | encode prompt | denoise | decode | MP4 | first request +s "
-        "| load s | peak GiB | latent error vs plain | PSNR vs exact (dB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | s/step p50 (vs plain) | s/step p90 | video s p50 | video s p90 | encode prompt | denoise "
+        "| decode | MP4 | first request +s | load s | peak GiB (reserved) | latent error vs plain | PSNR vs exact (dB) "
+        "| switches |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     plain_step = report["variants"][0]["median_step_seconds"]
     for v in report["variants"]:
@@ -189,10 +315,12 @@ def markdown(report: dict[str, Any]) -> str:
         speedup = plain_step / v["median_step_seconds"] if v["median_step_seconds"] else float("nan")
         error = "-" if v["latent_relative_error"] is None else f"{v['latent_relative_error']:.2e}"
         quality = "-" if v["psnr_db_vs_exact"] is None else str(v["psnr_db_vs_exact"])
+        peak = "-" if v["peak_gib"] is None else f"{v['peak_gib']} ({v['reserved_gib']})"
+        switches = ", ".join(v["optimizations"])
         rows.append(
-            f"| {v['name']} | {v['median_step_seconds']} ({speedup:.2f}x) | {m['total']} | {m['encode_prompt']} "
-            f"| {m['denoise']} | {m['decode']} | {m['encode_mp4']} | {v['first_request_extra_seconds']} "
-            f"| {v['load_seconds']} | {v['peak_gib'] if v['peak_gib'] is not None else '-'} | {error} | {quality} |"
+            f"| {v['name']} | {v['median_step_seconds']} ({speedup:.2f}x) | {v['p90_step_seconds']} | {m['total']} "
+            f"| {v['p90_video_seconds']} | {m['encode_prompt']} | {m['denoise']} | {m['decode']} | {m['encode_mp4']} "
+            f"| {v['first_request_extra_seconds']} | {v['load_seconds']} | {peak} | {error} | {quality} | {switches} |"
         )
     return "\n".join(rows)
 
@@ -206,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=121 if cuda else 25)
     parser.add_argument("--steps", type=int, default=50 if cuda else 20)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--runs", type=int, default=3, help="per variant; the first also gives the first-request cost")
+    parser.add_argument("--runs", type=int, default=5, help="per variant; the first also gives the first-request cost")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="plain must come first (the reference)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results/ltx.json"))
@@ -216,7 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="CUDA: cap this process with torch.cuda.set_per_process_memory_fraction (22 for the L4 plan)",
     )
+    parser.add_argument("--model-path", default=None, help="a diffusers LTX-Video directory: real weights")
+    parser.add_argument(
+        "--isolate", action=argparse.BooleanOptionalAction, default=True, help="each variant in a fresh process"
+    )
+    parser.add_argument("--plan", action="store_true", help="print the L4 memory plan (meta device) and exit")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # a child process: this variant, results into --dump
+    parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.plan:
+        return print_plan(args.out.with_name("ltx_plan.json"))
     device = torch.device("cuda" if cuda else "cpu")
     if args.memory_cap_gib is not None and cuda:
         total = torch.cuda.get_device_properties(device).total_memory
@@ -230,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
     )
+    if args.only:
+        return _child(args, request, device)
     results, reference, exact_frames = [], None, None
     for name in args.variants.split(","):
-        result, latents, frames = run_variant(name, args, request, device)
+        result, latents, frames = _isolated(name, args) if args.isolate else run_variant(name, args, request, device)
         if reference is None:
             reference = latents
         else:
@@ -247,11 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": torch.cuda.get_device_name(device)
         if cuda
         else f"CPU ({platform.processor() or platform.machine()})",
-        "versions": {
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": environment(device),
+        "isolated": args.isolate,
+        "weights": args.model_path or f"seeded random ({args.size})",
         "size": args.size,
         "memory_cap_gib": args.memory_cap_gib if cuda else None,
         "request": {
@@ -265,9 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    versions = report["versions"]
     print(
-        f"{report['machine']}, torch {torch.__version__}, diffusers {diffusers.__version__}, {args.size} model, "
-        f"{args.height}x{args.width}x{args.frames}, {args.steps} steps, guidance {args.guidance}\n"
+        f"{report['machine']}, driver {versions['driver'] or '-'}, CUDA {versions['cuda'] or '-'}, "
+        f"cuDNN {versions['cudnn'] or '-'}, torch {versions['torch']}, diffusers {versions['diffusers']}, "
+        f"transformers {versions['transformers']}; {report['weights']} weights, "
+        f"{args.height}x{args.width}x{args.frames}, {args.steps} steps, guidance {args.guidance}, "
+        f"{args.runs} runs per variant{', each in its own process' if args.isolate else ''}\n"
     )
     print(markdown(report))
     return 0

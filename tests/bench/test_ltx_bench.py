@@ -1,4 +1,5 @@
-"""`make bench` works on a CPU at tiny size: three variants, a JSON report and a table (no timing asserts)."""
+"""`make bench` works on a CPU at tiny size: every variant in its own process, a JSON report and a table
+with spread, memory and each switch's status (no timing asserts); `--plan` from the meta device."""
 
 from __future__ import annotations
 
@@ -27,5 +28,20 @@ def test_bench_runs_all_three_variants_and_reports(tmp_path: Path, capsys: pytes
     for variant in report["variants"]:
         assert set(variant["median_video_seconds"]) >= {"encode_prompt", "denoise", "decode", "encode_mp4", "total"}
         assert variant["runs"] == 2 and variant["median_step_seconds"] > 0
+        assert variant["p90_step_seconds"] >= variant["median_step_seconds"] > 0
     table = capsys.readouterr().out
     assert "| plain |" in table and "| fast |" in table and "latent error vs plain" in table
+    assert "first_block_cache:0.05=on" in table.split("| fast |")[1]  # the switches are in the table
+    assert report["isolated"] is True
+    assert {"torch", "diffusers", "transformers", "cuda", "cudnn", "driver"} <= set(report["versions"])
+    # Each variant ran in a fresh process: exact mode's latents equal plain's only if nothing leaked.
+    assert report["variants"][1]["latent_relative_error"] == 0.0
+
+
+def test_the_plan_counts_the_real_components_on_the_meta_device(tmp_path: Path) -> None:
+    assert ltx.main(["--plan", "--out", str(tmp_path / "ltx.json")]) == 0
+    plan = json.loads((tmp_path / "ltx_plan.json").read_text())
+    params = list(plan["parameters"].values())
+    assert 4.7e9 < params[0] < 4.8e9 and 1.9e9 < params[1] < 2.0e9  # T5-XXL encoder, 2B transformer
+    assert plan["l4_text_encoder_offloaded"] is True
+    assert all(size < 22 for size in plan["stages_gib"].values())
