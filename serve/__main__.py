@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -78,28 +80,77 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _announce_key(key: str, settings: Settings) -> None:
+# A request that finishes in seconds with the built-in tiny model on a CPU (the defaults, 704x1216x121
+# and 50 steps, take minutes there).
+QUICK_REQUEST = (
+    '{"prompt": "a red fox running through snow", "height": 256, "width": 384, "num_frames": 25, '
+    '"num_inference_steps": 10}'
+)
+
+
+def _announce_key(key: str, settings: Settings, task: str) -> None:
     # Shown once, on the terminal, never through the logger.
-    base = f"http://{settings.host}:{settings.port}"
-    print(
-        f"\nNo API key configured; generated one for this run:\n\n    {key}\n\n"
-        f"Try it (the first answer takes about a minute on a CPU):\n\n"
-        f"    curl -sS -X POST {base}/predict -H 'X-API-Key: {key}' "
-        f"-H 'Content-Type: application/json' -d '{{\"prompt\": \"a red fox running through snow\"}}'\n",
-        file=sys.stdout,
-        flush=True,
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    lines = [
+        f"\nNo API key configured; generated one for this run:\n\n    {key}\n",
+        f"API and try-it page: {base}/docs\n",
+    ]
+    if task == "text-to-video":
+        lines.append(
+            "A small video (seconds on a CPU with the tiny model):\n\n"
+            f"    curl -sS -X POST {base}/predict -H 'X-API-Key: {key}' "
+            f"-H 'Content-Type: application/json' -d '{QUICK_REQUEST}'\n"
+        )
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def _help_text() -> str:
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = "(none)" if field.default is None else str(field.default)
+        rows.append(f"  {name.upper()} = {default}\n      {field.description or ''}")
+    return "settings, from the environment or a .env file in the working directory:\n\n" + "\n".join(rows)
+
+
+def _parse_arguments(argv: list[str] | None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m serve",
+        description="Serve the video-generation API (and its Prometheus metrics) with uvicorn. "
+        "There are no command-line options: every setting comes from the environment.",
+        epilog=_help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.parse_args(argv)
 
 
-def main() -> None:
+def _listen(settings: Settings) -> socket.socket:
+    """The API's socket, bound before anything loads, so a taken port is one clear error."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+            f"(another server there? stop it, or choose another port: PORT=8081)"
+        ) from None
+    return sock
+
+
+def main(argv: list[str] | None = None) -> None:
+    _parse_arguments(sys.argv[1:] if argv is None else argv)
     settings = Settings()
     configure_logging(settings.log_level, project=settings.gcp_project)
+    sock = _listen(settings)
     container = build(settings)
     app = create_app(container)
     if container.keys.generated:
-        _announce_key(container.keys.generated, settings)
+        _announce_key(container.keys.generated, settings, container.spec.name)
     server = DrainingServer(uvicorn_config(app, settings), container.runner, settings.drain_timeout_seconds)
-    server.run()
+    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

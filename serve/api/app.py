@@ -13,7 +13,7 @@ from serve.api.deps import correlation_id
 from serve.api.errors import install_error_handlers
 from serve.api.middleware import RequestContextMiddleware
 from serve.api.openapi import publish_limits
-from serve.api.routes import jobs, ops, predict, videos
+from serve.api.routes import docs, jobs, ops, predict, videos
 from serve.wiring import Container
 
 
@@ -34,11 +34,14 @@ def create_app(container: Container) -> FastAPI:
         version="0.1.0",
         summary=f"{container.spec.name} behind X-API-Key POST /predict, and an asynchronous job API",
         lifespan=lifespan,
+        docs_url=None,  # serve.api.routes.docs: the same page with its files served here (offline)
+        redoc_url=None,
     )
     app.state.container = container  # read only by serve.api.deps
     install_error_handlers(app)
     traced = [Depends(correlation_id)]
     app.include_router(ops.router)
+    app.include_router(docs.router)
     app.include_router(predict.predict_router(container.spec), dependencies=traced)
     app.include_router(videos.router, dependencies=traced)
     if container.jobs is not None:
