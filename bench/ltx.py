@@ -245,29 +245,16 @@ def _isolated(name: str, args: argparse.Namespace) -> Any:
 def print_plan(out: Path) -> int:
     """Weights per component from the real configurations built on the meta device, and what each
     stage holds on the card, against an L4's 22 GiB budget, with the text-encoder decision."""
-    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
-
     from models.ltx.backend import WORKING_RESERVE_BYTES, text_encoder_must_wait_on_host
+    from models.ltx.shapes import on_meta, parameters
 
     gib = 2**30
-    with torch.device("meta"):
-        components = {
-            "T5-XXL encoder (24 layers, d_model 4096)": T5EncoderModel(
-                T5Config(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu")
-            ),
-            "transformer 2B (28 blocks, 32 x 64)": LTXVideoTransformer3DModel(
-                in_channels=128,
-                out_channels=128,
-                num_attention_heads=32,
-                attention_head_dim=64,
-                cross_attention_dim=2048,
-                num_layers=28,
-                caption_channels=4096,
-            ),
-            "VAE (diffusers' default, 0.9.0)": AutoencoderKLLTXVideo(),
-        }
-    params = {name: sum(p.numel() for p in module.parameters()) for name, module in components.items()}
+    components = {
+        "T5-XXL encoder (24 layers, d_model 4096)": on_meta("t5"),
+        "transformer 2B (28 blocks, 32 x 64)": on_meta("transformer"),
+        "VAE (diffusers' default, 0.9.0)": on_meta("vae"),
+    }
+    params = {name: parameters(module) for name, module in components.items()}
     weights = {name: 2 * count for name, count in params.items()}  # bf16
     t5, transformer, vae = weights.values()
     l4 = 23_034 * 2**20

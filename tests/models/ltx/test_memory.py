@@ -5,12 +5,9 @@ are what torch reports as total memory for each card."""
 
 from __future__ import annotations
 
-import torch
-from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-from transformers import T5Config, T5EncoderModel
-
 from models.base import BackendOptions
 from models.ltx.backend import WORKING_RESERVE_BYTES, text_encoder_must_wait_on_host
+from models.ltx.shapes import on_meta, parameters
 from models.ltx.tiny import LTXVideoTinyBackend
 
 GIB = 2**30
@@ -18,29 +15,8 @@ GIB = 2**30
 CARDS = {"L4": 23_034 * 2**20, "H100": 81_559 * 2**20, "H200": 143_771 * 2**20}
 
 
-def _bf16_bytes(module: torch.nn.Module) -> int:
-    return 2 * sum(p.numel() for p in module.parameters())
-
-
 def _real_weights() -> int:
-    with torch.device("meta"):
-        t5 = T5EncoderModel(
-            T5Config(
-                d_model=4096,
-                d_kv=64,
-                d_ff=10240,
-                num_layers=24,
-                num_heads=64,
-                vocab_size=32128,
-                feed_forward_proj="gated-gelu",
-            )
-        )
-        transformer = LTXVideoTransformer3DModel(
-            in_channels=128, out_channels=128, num_attention_heads=32, attention_head_dim=64,
-            cross_attention_dim=2048, num_layers=28, caption_channels=4096,
-        )  # fmt: skip
-        vae = AutoencoderKLLTXVideo()
-    sizes = [_bf16_bytes(m) for m in (t5, transformer, vae)]
+    sizes = [2 * parameters(on_meta(name)) for name in ("t5", "transformer", "vae")]  # bf16
     assert 8.8 * GIB < sizes[0] < 8.9 * GIB  # T5-XXL's encoder: 4.76 B parameters
     return sum(sizes)
 

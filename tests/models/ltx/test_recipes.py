@@ -10,26 +10,20 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import LTXConditionPipeline, LTXPipeline, LTXVideoTransformer3DModel
+from diffusers import LTXConditionPipeline, LTXPipeline
 
 from models.base import BackendOptions, GenerationRequest
 from models.ltx.backend import LTXVideoBackend
 from models.ltx.optimize import OptimizeOptions
 from models.ltx.recipes import UnsupportedCheckpoint, recipe_from_configs, recipe_of
+from models.ltx.shapes import TRANSFORMER_2B, TRANSFORMER_13B, on_meta, parameters
 from models.ltx.tiny import LTXVideoTinyBackend, build_tiny_pipeline
 
-# Lightricks' published transformer shapes: 2B (0.9.0 to 0.9.8 2B) and 13B (0.9.7 / 0.9.8 13B).
-TRANSFORMER_2B = {"num_attention_heads": 32, "attention_head_dim": 64, "cross_attention_dim": 2048, "num_layers": 28}
-TRANSFORMER_13B = {"num_attention_heads": 32, "attention_head_dim": 128, "cross_attention_dim": 4096, "num_layers": 48}
 REQUEST = GenerationRequest(prompt="a lighthouse at dusk", height=64, width=96, num_frames=17, num_inference_steps=4)
 
 
-def _parameters_on_meta(config: dict[str, Any]) -> int:
-    with torch.device("meta"):
-        model = LTXVideoTransformer3DModel(
-            in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, caption_channels=4096, **config
-        )
-    return sum(p.numel() for p in model.parameters())
+def _parameters_on_meta(shape: dict[str, Any]) -> int:
+    return parameters(on_meta("transformer", shape))
 
 
 def test_the_real_transformer_shapes_are_2b_and_13b_and_only_2b_is_served() -> None:
@@ -41,6 +35,21 @@ def test_the_real_transformer_shapes_are_2b_and_13b_and_only_2b_is_served() -> N
         UnsupportedCheckpoint, match=r"13B.*more than an L4's 24 GB; supported: LTX-Video 0.9.0 and 0.9.1"
     ):
         recipe_from_configs("LTXPipeline", TRANSFORMER_13B, {"timestep_conditioning": True})
+
+
+def _reference_arguments() -> dict[str, Any]:
+    """REQUEST as arguments of a diffusers LTX pipeline called whole."""
+    return {
+        "prompt": REQUEST.prompt,
+        "negative_prompt": REQUEST.negative_prompt,
+        "height": REQUEST.height,
+        "width": REQUEST.width,
+        "num_frames": REQUEST.num_frames,
+        "frame_rate": REQUEST.fps,
+        "num_inference_steps": REQUEST.num_inference_steps,
+        "guidance_scale": REQUEST.guidance_scale,
+        "generator": torch.Generator("cpu").manual_seed(REQUEST.seed),
+    }
 
 
 def _saved(directory: Path, pipeline: type, *, noisy_vae: bool = False) -> Path:
@@ -84,15 +93,7 @@ def test_the_0_9_1_decode_is_the_pipelines_own_with_its_recipe() -> None:
     reference = build_tiny_pipeline(noisy_vae=True)
     torch.manual_seed(REQUEST.seed)  # the decoder's injected noise: what our render seeds it with
     frames = reference(
-        prompt=REQUEST.prompt,
-        negative_prompt=REQUEST.negative_prompt,
-        height=REQUEST.height,
-        width=REQUEST.width,
-        num_frames=REQUEST.num_frames,
-        frame_rate=REQUEST.fps,
-        num_inference_steps=REQUEST.num_inference_steps,
-        guidance_scale=REQUEST.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(REQUEST.seed),
+        **_reference_arguments(),
         decode_timestep=0.03,
         decode_noise_scale=0.025,
         output_type="np",
@@ -129,15 +130,7 @@ def test_image_to_video_is_diffusers_image_to_video_pipeline(tmp_path: Path) -> 
     reference = LTXImageToVideoPipeline(**build_tiny_pipeline().components)
     frames = reference(
         image=Image.open(picture).convert("RGB"),
-        prompt=REQUEST.prompt,
-        negative_prompt=REQUEST.negative_prompt,
-        height=REQUEST.height,
-        width=REQUEST.width,
-        num_frames=REQUEST.num_frames,
-        frame_rate=REQUEST.fps,
-        num_inference_steps=REQUEST.num_inference_steps,
-        guidance_scale=REQUEST.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(REQUEST.seed),
+        **_reference_arguments(),
         output_type="np",
     ).frames[0]
     theirs = np.round(frames * 255).astype(np.uint8)
