@@ -48,13 +48,30 @@ UNET_FILE = "latentsync_unet.pt"
 WHISPER_FILE = "whisper/tiny.pt"
 VAE_DIR = "sd-vae-ft-mse"
 UNET_CONFIG_FILE = "unet_config.json"
+# Upstream's latentsync/utils/mask.png (the same file in 1.0, 1.5 and 1.6; Apache-2.0): the region
+# the model was trained to regenerate. A file of the weight cache, loaded as upstream loads it.
+MASK_FILE = "mask.png"
 VARIANT_RESOLUTION = {"1.5": 256, "1.6": 512}
+
+
+def load_fixed_mask(path: Path, resolution: int) -> torch.Tensor:
+    """Upstream's mask at `resolution`, exactly as its `load_fixed_mask` makes it: the PNG read with
+    OpenCV as RGB, resized with Lanczos-4, divided by 255, channels first. (3, r, r); 1 keeps the
+    reference pixel, 0 is regenerated."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path} is not a readable image (expected upstream LatentSync's mask.png)")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    resized = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_LANCZOS4) / 255.0
+    return torch.from_numpy(resized).permute(2, 0, 1).contiguous().float()
 
 
 def lower_face_mask(resolution: int) -> torch.Tensor:
     """(3, r, r) float mask: 1 keeps the reference pixel, 0 is regenerated. Our own drawing of the
-    region LatentSync inpaints: both cheeks and the mouth and chin below the nose, with the nose
-    itself kept, and a jaw that narrows towards the chin."""
+    region LatentSync inpaints (both cheeks and the mouth and chin below the nose, the nose kept),
+    used only by `latentsync-tiny`, which has no upstream mask: the real model loads MASK_FILE."""
     r = resolution
     ys, xs = np.mgrid[0:r, 0:r] / r
     cheeks = (ys >= 0.37) & (ys < 0.5) & (((xs >= 0.04) & (xs < 0.31)) | ((xs >= 0.72) & (xs < 0.96)))
@@ -140,9 +157,19 @@ class LatentSyncBackend:
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if self.resolution % (self.vae_factor * 8):
             raise ValueError(f"resolution {self.resolution} is not a multiple of {self.vae_factor * 8}")
-        self.mask = lower_face_mask(self.resolution).to(self.device, self.dtype)
+        self.mask = self._mask(root).to(self.device, self.dtype)
         self._landmarker = self._make_landmarker()
         self.model_loads += 4
+
+    def _mask(self, root: Path) -> torch.Tensor:
+        path = root / MASK_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: the weight cache holds upstream LatentSync's latentsync/utils/mask.png "
+                f"(Apache-2.0; the region the model was trained to regenerate). Copy it into the checkpoint "
+                f"directory and push it again (python -m serve.cli.weights push ...; README: weight cache layout)"
+            )
+        return load_fixed_mask(path, self.resolution)
 
     def _make_landmarker(self) -> Any:
         from models.latentsync.landmarks import FaceLandmarker

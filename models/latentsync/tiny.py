@@ -19,12 +19,14 @@ import torch
 from models.base import BackendOptions
 from models.latentsync.audio import WhisperDims, WhisperEncoder
 from models.latentsync.backend import (
+    MASK_FILE,
     UNET_CONFIG_FILE,
     UNET_FILE,
     VAE_DIR,
     WHISPER_FILE,
     LatentSyncBackend,
     LipSyncOptions,
+    lower_face_mask,
 )
 from models.latentsync.unet import LatentSyncUNet
 
@@ -90,6 +92,10 @@ class LatentSyncTinyBackend(LatentSyncBackend):
         self.lipsync = LipSyncOptions(**{**lipsync.__dict__, "variant": "1.5"})
         self.resolution = 64
         self._tmp = tempfile.TemporaryDirectory(prefix="latentsync-tiny-")
+
+    def _mask(self, root: Path) -> torch.Tensor:
+        """A drawn mask: the tiny model has no upstream file (one in its directory still wins)."""
+        return super()._mask(root) if (root / MASK_FILE).is_file() else lower_face_mask(self.resolution)
 
     def weights_dir(self) -> Path:
         root = Path(self._tmp.name)

@@ -3,6 +3,7 @@ checkpoint loading through the served path, and the mask."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,17 @@ import pytest
 import torch
 
 from models.base import BackendOptions, InputError
-from models.latentsync.backend import UNET_FILE, LatentSyncBackend, LipSyncOptions, lower_face_mask, ping_pong
+from models.latentsync.backend import (
+    MASK_FILE,
+    UNET_FILE,
+    LatentSyncBackend,
+    LipSyncOptions,
+    load_fixed_mask,
+    lower_face_mask,
+    ping_pong,
+)
 from models.latentsync.tiny import write_tiny_checkpoints
+from tests.support.fixtures import fixtures
 
 
 class _Landmarks:
@@ -62,6 +72,35 @@ def test_the_mask_keeps_the_upper_face_and_regenerates_mouth_and_chin() -> None:
     assert mask[0, 110, 128] == 1  # the nose kept
 
 
+@pytest.mark.parametrize(("case", "resolution"), [("A", 256), ("B", 512)])
+def test_the_real_model_uses_upstreams_mask_exactly_as_upstream_resizes_it(case: str, resolution: int) -> None:
+    """mask.png is upstream's file (../shared/fixtures/latentsync/e2e, byte-identical); its resized
+    channel 0 at both resolutions is what upstream's load_fixed_mask produced (mask_resized.npy)."""
+    e2e = fixtures() / "e2e"
+    mask = load_fixed_mask(e2e / "mask.png", resolution)
+    expected = np.load(e2e / case / "mask_resized.npy")
+    assert mask.shape == (3, resolution, resolution)
+    assert torch.equal(mask[0], torch.from_numpy(expected.astype(np.float64) / 255.0).float())
+    assert torch.equal(mask[0], mask[1]) and torch.equal(mask[0], mask[2])
+    # And it is not our drawing: about 2% of the face differs (the nose gap, the jaw).
+    drawn = lower_face_mask(resolution)[0]
+    differing = float(((mask[0] > 0.5) != (drawn > 0.5)).float().mean())
+    assert 0.005 < differing < 0.1, differing
+
+
+def test_the_real_model_refuses_to_start_without_upstreams_mask(tmp_path: Path) -> None:
+    root = write_tiny_checkpoints(tmp_path / "weights")
+    backend = LatentSyncBackend(BackendOptions(model_path=str(root), device="cpu"))
+    backend.lipsync = LipSyncOptions(variant="1.5")
+    with pytest.raises(
+        FileNotFoundError, match=r"mask\.png is missing: .*upstream LatentSync's latentsync/utils/mask\.png"
+    ):
+        backend.load()
+    shutil.copy(fixtures() / "e2e" / "mask.png", root / MASK_FILE)
+    backend.load()
+    assert torch.equal(backend.mask.cpu(), load_fixed_mask(root / MASK_FILE, backend.resolution))
+
+
 def test_a_wrong_unet_checkpoint_fails_setup_with_the_keys(tmp_path: Path) -> None:
     root = write_tiny_checkpoints(tmp_path / "weights")
     ckpt = torch.load(root / UNET_FILE, weights_only=True)
@@ -81,6 +120,7 @@ def test_missing_checkpoints_are_named(tmp_path: Path) -> None:
 
 def test_a_checkpoint_without_the_fixed_positional_encodings_loads_and_computes_the_same(tmp_path: Path) -> None:
     root = write_tiny_checkpoints(tmp_path / "weights")
+    shutil.copy(fixtures() / "e2e" / "mask.png", root / MASK_FILE)
     with_buffers = LatentSyncBackend(BackendOptions(model_path=str(root), device="cpu"))
     with_buffers.lipsync = LipSyncOptions(variant="1.5")
     with_buffers.load()
