@@ -63,7 +63,8 @@ class PredictRequest(BaseModel):
 
 class LipSyncPredictRequest(BaseModel):
     """A LatentSync lip-sync request (MODEL=latentsync): a face video and a speech track in,
-    the same video with the mouth following the speech out (as long as the speech, with it)."""
+    the same video with the mouth following the speech out (as long as the speech plus two frames, as
+    upstream, with the speech)."""
 
     model_config = ConfigDict(extra="forbid")
 

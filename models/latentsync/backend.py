@@ -13,7 +13,7 @@ at 25 fps; decode the clip to 25 fps into a disk-backed array; find the face in 
 faces, VAE-encode the masked and reference faces, denoise (DDIM, guidance, DeepCache), decode,
 keep the unmasked pixels of the reference, paste back into the frames and stream them to the
 encoder. The clip is played forwards then backwards as often as the speech needs (upstream's
-rule); the output is as long as the speech.
+rule); the output has one frame per whisper chunk, as upstream: two frames (80 ms) past the speech.
 """
 
 from __future__ import annotations
@@ -196,10 +196,9 @@ class LatentSyncBackend:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         samples = read_audio(request.audio_path, self.lipsync.limits)
-        # One frame per 1/25 s of speech (upstream's chunk loop runs two frames past the end).
-        chunks = feature_chunks(audio_features(self.whisper, samples), FPS)[
-            : math.ceil(len(samples) / SAMPLE_RATE * FPS)
-        ]
+        # One frame per whisper chunk, as upstream: its chunk loop runs two frames past the end of the
+        # speech (52 frames for 2.0 s), and every frame's chunk sees the clamped features there.
+        chunks = feature_chunks(audio_features(self.whisper, samples), FPS)
         timings["audio_features"] = time.perf_counter() - started
         with read_video(request.video_path, self.lipsync.limits) as frames:
             timings["decode_video"] = time.perf_counter() - started - timings["audio_features"]
