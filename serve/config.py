@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     latentsync_face_grace_frames: int = Field(
         25, ge=1, description="No face in this many first frames fails the request with `no_face_detected`"
     )
+    latentsync_face_reuse_frames: int = Field(
+        12,
+        ge=0,
+        description="A face lost for more frames in a row than this (after one was seen) fails the request with "
+        "`no_face_detected` naming the frames; shorter gaps reuse the last face found",
+    )
     lipsync_max_seconds: float = Field(60, gt=0, description="Longest speech or video input (413 `input_too_long`)")
     lipsync_max_pixels: int = Field(
         1920 * 1080, ge=4096, description="Largest video_in frame, width x height (413 `input_too_large`)"

@@ -155,6 +155,7 @@ def backend_options(settings: Settings) -> BackendOptions:
             deepcache=settings.latentsync_deepcache,
             deepcache_interval=settings.latentsync_deepcache_interval,
             face_grace_frames=settings.latentsync_face_grace_frames,
+            face_reuse_frames=settings.latentsync_face_reuse_frames,
             limits=MediaLimits(
                 max_seconds=settings.lipsync_max_seconds,
                 max_pixels=settings.lipsync_max_pixels,

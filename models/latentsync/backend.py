@@ -227,17 +227,38 @@ class LatentSyncBackend:
         )
 
     def _track_faces(self, frames: np.ndarray) -> list[np.ndarray]:
-        """Three face points per frame; a frame without a face reuses the last good one (the
-        first good one for frames before it). None in the first N frames: no_face_detected."""
+        """Three face points per frame. A frame without a face reuses the last good one (the first
+        good one for frames before it), for at most `face_reuse_frames` frames in a row after a
+        face was seen; none in the first `face_grace_frames` frames, or a longer gap:
+        no_face_detected, naming the frames."""
         points: list[np.ndarray | None] = []
-        grace = self.lipsync.face_grace_frames
+        grace, reuse = self.lipsync.face_grace_frames, self.lipsync.face_reuse_frames
+        missing_since: int | None = None
         for index in range(len(frames)):
             found = self._landmarker.points(np.asarray(frames[index]))
+            seen = any(p is not None for p in points)
+            if found is None and seen:
+                missing_since = index if missing_since is None else missing_since
+                if index - missing_since + 1 > reuse:
+                    self._lost(missing_since, len(frames), frames, reuse)
+            elif found is not None:
+                missing_since = None
             points.append(found if found is not None else (points[-1] if points else None))
             if index + 1 == min(grace, len(frames)) and all(p is None for p in points):
                 raise InputError("no_face_detected", f"no face found in the first {index + 1} frames of video_in")
         first = next(p for p in points if p is not None)
         return [p if p is not None else first for p in points]
+
+    def _lost(self, start: int, count: int, frames: np.ndarray, reuse: int) -> None:
+        """The face is gone from frame `start` on for more than `reuse` frames: name the whole gap."""
+        end = start
+        while end + 1 < count and self._landmarker.points(np.asarray(frames[end + 1])) is None:
+            end += 1
+        raise InputError(
+            "no_face_detected",
+            f"no face in frames {start} to {end} of video_in: more than {reuse} frames in a row without one "
+            f"(LATENTSYNC_FACE_REUSE_FRAMES)",
+        )
 
     @torch.no_grad()
     def _synthesise(

@@ -13,4 +13,5 @@ class LipSyncOptions:
     deepcache: bool = True
     deepcache_interval: int = 3
     face_grace_frames: int = 25  # no face in the first N frames: no_face_detected
+    face_reuse_frames: int = 12  # a face lost for more frames in a row than this: no_face_detected
     limits: MediaLimits = field(default_factory=MediaLimits)

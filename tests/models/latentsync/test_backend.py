@@ -34,8 +34,11 @@ class _Landmarks:
         return self.answers[int(frame[0, 0, 0])]
 
 
-def _tracker(answers: list[np.ndarray | None], grace: int = 25) -> tuple[LatentSyncBackend, np.ndarray]:
-    backend = LatentSyncBackend(BackendOptions(lipsync=LipSyncOptions(face_grace_frames=grace)))
+def _tracker(
+    answers: list[np.ndarray | None], grace: int = 25, reuse: int = 12
+) -> tuple[LatentSyncBackend, np.ndarray]:
+    options = LipSyncOptions(face_grace_frames=grace, face_reuse_frames=reuse)
+    backend = LatentSyncBackend(BackendOptions(lipsync=options))
     backend._landmarker = _Landmarks(answers)
     frames = np.zeros((len(answers), 4, 4, 3), np.uint8)
     frames[:, 0, 0, 0] = np.arange(len(answers))
@@ -47,6 +50,22 @@ def test_frames_without_a_face_reuse_the_last_good_one() -> None:
     backend, frames = _tracker([None, a, None, None, b, None])
     tracked = backend._track_faces(frames)
     assert [float(p[0, 0]) for p in tracked] == [1, 1, 1, 1, 2, 2]  # before the first face: the first face
+
+
+def test_a_face_lost_for_longer_than_the_reuse_limit_is_no_face_detected_naming_the_frames() -> None:
+    """Upstream stops at the first frame without a face; we reuse the last good one, but only for
+    LATENTSYNC_FACE_REUSE_FRAMES frames in a row (a face gone for longer is not there)."""
+    a = np.ones((3, 2), np.float32)
+    backend, frames = _tracker([a, a, None, None, None, a], reuse=3)
+    assert len(backend._track_faces(frames)) == 6  # 3 in a row: reused
+    backend, frames = _tracker([a, a, None, None, None, None, a], reuse=3)
+    with pytest.raises(InputError) as caught:
+        backend._track_faces(frames)
+    assert caught.value.code == "no_face_detected"
+    assert "frames 2 to 5" in str(caught.value) and "LATENTSYNC_FACE_REUSE_FRAMES" in str(caught.value)
+    backend, frames = _tracker([a] + [None] * 4, reuse=3)  # to the end of the clip as well
+    with pytest.raises(InputError, match="frames 1 to 4"):
+        backend._track_faces(frames)
 
 
 def test_no_face_in_the_first_frames_is_no_face_detected() -> None:
