@@ -127,15 +127,27 @@ class Settings(BaseSettings):
         description="On SIGTERM: how long queued and running work may take to finish before it fails with 503",
     )
 
-    # Asynchronous jobs (Pub/Sub + Firestore; off unless JOBS_ENABLED).
-    jobs_enabled: bool = Field(False, description="Serve the job API (`/jobs`, `/process`, `/status`, `/result`)")
+    # Asynchronous jobs: a local SQLite file, or Pub/Sub + Firestore.
+    jobs_enabled: bool | None = Field(
+        None,
+        description="Serve the job API (`/jobs`, `/process`, `/status`, `/result`, events); default: on when "
+        "ENVIRONMENT=local, off on `gce` unless set",
+    )
+    jobs_backend: Literal["auto", "sqlite", "gcp"] = Field(
+        "auto",
+        description="`sqlite`: jobs and their queue in one local file (JOBS_DB), no cloud; `gcp`: Pub/Sub + "
+        "Firestore; `auto`: sqlite when ENVIRONMENT=local, gcp on `gce`",
+    )
+    jobs_db: Path | None = Field(None, description="The SQLite job file; default OUTPUT_DIR/jobs.sqlite")
     jobs_worker: bool = Field(True, description="With jobs enabled: also run queued jobs on this server's GPU")
     jobs_project: str | None = Field(None, description="Project of the topic and database; default: GCP_PROJECT")
     firestore_database: str = Field("(default)", description="Firestore database (native mode) holding the jobs")
     jobs_collection: str = Field(
         "jobs", description="Firestore collection of job documents (each holds its usage: gpu_seconds, bytes_out)"
     )
-    pubsub_topic: str = Field("videogen-jobs", description="Pub/Sub topic jobs are published to")
+    pubsub_topic: str = Field(
+        "videogen-jobs", description="Pub/Sub topic jobs are published to (with SQLite: the queue's name in the file)"
+    )
     pubsub_subscription: str = Field("videogen-jobs-worker", description="Pull subscription the workers read")
     pubsub_dead_letter_topic: str = Field(
         "videogen-jobs-dead-letter", description="Where jobs that failed every attempt are published"
@@ -156,8 +168,11 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(
         60, ge=10, description="A running job's lease; another worker may take it over after"
     )
-    job_heartbeat_seconds: float = Field(
-        5, gt=0, description="How often a running job's lease and progress are renewed"
+    job_heartbeat_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="How often a running job's lease and progress are renewed; default 1 on SQLite, 5 on GCP "
+        "(each one a Firestore write)",
     )
     job_ttl_days: int = Field(30, ge=1, description="Days until a job document expires (`expire_at`, a TTL field)")
 
@@ -237,6 +252,26 @@ class Settings(BaseSettings):
         return self.temp_dir or self.output_dir / ".tmp"
 
     @property
+    def jobs_on(self) -> bool:
+        return self.jobs_enabled if self.jobs_enabled is not None else self.environment == "local"
+
+    @property
+    def jobs_store(self) -> Literal["sqlite", "gcp"]:
+        if self.jobs_backend != "auto":
+            return self.jobs_backend
+        return "sqlite" if self.environment == "local" else "gcp"
+
+    @property
+    def jobs_db_path(self) -> Path:
+        return self.jobs_db or self.output_dir / "jobs.sqlite"
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        if self.job_heartbeat_seconds is not None:
+            return self.job_heartbeat_seconds
+        return 1.0 if self.jobs_store == "sqlite" else 5.0
+
+    @property
     def input_bucket_set(self) -> set[str]:
         return {b.strip() for b in self.input_buckets.split(",") if b.strip()}
 
@@ -245,9 +280,9 @@ class Settings(BaseSettings):
         for name in ("min_side", "max_height", "max_width"):
             if getattr(self, name) % 32:
                 raise ValueError(f"{name.upper()} must be a multiple of 32")
-        if self.role == "api" and not (self.jobs_enabled and self.predict_via_queue):
+        if self.role == "api" and not (self.jobs_on and self.predict_via_queue):
             raise ValueError("ROLE=api needs JOBS_ENABLED and PREDICT_VIA_QUEUE: a gateway sends all work to the queue")
-        if self.predict_via_queue and not self.jobs_enabled:
+        if self.predict_via_queue and not self.jobs_on:
             raise ValueError("PREDICT_VIA_QUEUE needs JOBS_ENABLED")
         if (self.max_num_frames - 1) % 8:
             raise ValueError("MAX_NUM_FRAMES must be of the form 8k+1")

@@ -26,12 +26,11 @@ from serve.io.local_store import LocalStore
 from serve.io.secrets import SecretKeyRefresher, make_client
 from serve.jobs.dispatch import Dispatch, LocalDispatch, QueuedDispatch
 from serve.jobs.model import describe, now
-from serve.jobs.queue import JobQueue, gcp_backend
+from serve.jobs.records import JobRecords
 from serve.jobs.run import JobRun
-from serve.jobs.store import JobStore
 from serve.jobs.submit import JobSubmitter
 from serve.jobs.webhooks import WebhookSender
-from serve.jobs.worker import JobWorker
+from serve.jobs.worker import JobWorker, Publisher
 from serve.obs.metrics import Metrics
 
 log = logging.getLogger("serve.wiring")
@@ -39,11 +38,11 @@ log = logging.getLogger("serve.wiring")
 
 @dataclass(kw_only=True)
 class Jobs:
-    """The job backend (Pub/Sub + Firestore) and what runs on it."""
+    """The job backend (a local SQLite file, or Pub/Sub + Firestore) and what runs on it."""
 
-    store: JobStore
-    queue: JobQueue
-    dead_letter: JobQueue
+    store: JobRecords
+    queue: Publisher
+    dead_letter: Publisher
     subscriber: Any
     subscription: str
     submitter: JobSubmitter
@@ -127,7 +126,7 @@ class Container:
             on_finished=on_finished,
             max_attempts=settings.job_max_attempts,
             lease_seconds=settings.job_lease_seconds,
-            heartbeat_seconds=settings.job_heartbeat_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
         )
 
 
@@ -228,13 +227,13 @@ def build(settings: Settings, *, backend: Backend | None = None) -> Container:
         else (lambda: storage_client(endpoint=settings.gcs_endpoint, project=settings.gcs_project)),
     )
     service = PredictionService(spec=spec, context=context, runner=runner, store=store, metrics=metrics)
-    jobs = _jobs(settings, service, metrics) if settings.jobs_enabled else None
+    jobs = _jobs(settings, service, metrics) if settings.jobs_on else None
     dispatch: Dispatch = LocalDispatch(service)
     if jobs is not None and settings.predict_via_queue:
         dispatch = QueuedDispatch(
             submitter=jobs.submitter,
             store=jobs.store,
-            poll_seconds=settings.job_heartbeat_seconds,
+            poll_seconds=settings.heartbeat_seconds,
             deadline_seconds=settings.queue_timeout_seconds + settings.generation_timeout_seconds,
         )
     return Container(
@@ -252,8 +251,25 @@ def build(settings: Settings, *, backend: Backend | None = None) -> Container:
     )
 
 
+def job_backend(settings: Settings) -> tuple[JobRecords, Publisher, Publisher, Any, str]:
+    """Store, queue, dead-letter queue, subscriber and subscription of JOBS_BACKEND."""
+    if settings.jobs_store == "gcp":
+        from serve.jobs.queue import gcp_backend  # the Google clients load only when used
+
+        return gcp_backend(settings)
+    from serve.jobs.sqlite import Database, SqliteJobStore, SqliteQueue, SqliteSubscriber
+
+    db = Database(settings.jobs_db_path)
+    model = settings.model_alias or settings.model
+    store = SqliteJobStore(db, settings.job_ttl_days)
+    queue = SqliteQueue(db, settings.pubsub_topic, model)
+    dead_letter = SqliteQueue(db, settings.pubsub_dead_letter_topic, model)
+    subscriber = SqliteSubscriber(db, model, ack_deadline_seconds=settings.job_lease_seconds)
+    return store, queue, dead_letter, subscriber, settings.pubsub_topic
+
+
 def _jobs(settings: Settings, service: PredictionService, metrics: Metrics) -> Jobs:
-    store, queue, dead_letter, subscriber, subscription = gcp_backend(settings)
+    store, queue, dead_letter, subscriber, subscription = job_backend(settings)
     webhooks = None
     if settings.webhook_secret:
         webhooks = WebhookSender(

@@ -12,7 +12,7 @@ import pytest
 from serve.config import Settings
 from serve.obs.logs import make_handler
 from tests.support.emulators import GcsEmulator, start_emulator, start_fake_gcs
-from tests.support.jobs import JobsEnv, make_jobs_env
+from tests.support.jobs import JobsEnv, make_jobs_env, make_sqlite_jobs_env
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import make_settings
 
@@ -95,4 +95,14 @@ def gcp_emulators() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def jobs_env(gcp_emulators: dict[str, str]) -> JobsEnv:
+    """The GCP job backend on the emulators (tests of what only it has: subscription filters)."""
     return make_jobs_env(gcp_emulators)
+
+
+@pytest.fixture(params=["sqlite", "gcp"])
+def any_jobs_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> JobsEnv:
+    """Each job backend in turn: the local SQLite file, then Pub/Sub + Firestore on the emulators.
+    The job contract suite runs on both."""
+    if request.param == "sqlite":
+        return make_sqlite_jobs_env(tmp_path_factory.mktemp("jobs"))
+    return make_jobs_env(request.getfixturevalue("gcp_emulators"))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from serve.errors import ServeError
 from serve.schemas import JobResponse
 
 # The stored log keeps its first line (queued) and the latest ones: a job retried many times, or
@@ -32,7 +36,7 @@ def is_terminal(status: str) -> bool:
 class Claim(StrEnum):
     RUN = "run"  # this worker runs it now
     DONE = "done"  # terminal already (or canceled while queued): ack, do nothing
-    BUSY = "busy"  # another worker holds a fresh lease: ack, it finishes the job
+    BUSY = "busy"  # another worker holds a fresh lease: back when it ends (never acked: that worker may be dead)
     MISSING = "missing"  # no such job (e.g. expired): ack
 
 
@@ -51,6 +55,153 @@ def bounded_log(lines: list[dict[str, Any]] | None, *messages: str) -> list[dict
         dropped = log_line(f"({len(result) - MAX_LOG_LINES + 1} lines dropped)")
         result = [result[0], dropped, *result[-(MAX_LOG_LINES - 2) :]]
     return result
+
+
+def request_digest(request: dict[str, Any], webhook_url: str | None) -> str:
+    """What makes two submissions the same request."""
+    canonical = json.dumps({"request": request, "webhook_url": webhook_url}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_id_for(tenant: str, idempotency_key: str | None) -> str:
+    """A new random id; or, with an idempotency key, the one id that tenant and key always get."""
+    if idempotency_key:
+        return hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()[:32]
+    return uuid.uuid4().hex
+
+
+# The transitions below are the job's rules, shared by both stores (Firestore, SQLite): each takes
+# the job as read inside the store's transaction and returns the changes to write in it.
+
+
+def new_job(
+    job_id: str,
+    tenant: str,
+    request: dict[str, Any],
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    ttl: timedelta,
+) -> dict[str, Any]:
+    created = now()
+    return {
+        "job_id": job_id,
+        "tenant": tenant,
+        "status": JobStatus.QUEUED.value,
+        "request": request,
+        "idempotency_key": idempotency_key,
+        "request_digest": request_digest(request, webhook_url),
+        "webhook_url": webhook_url,
+        "created_at": created,
+        "updated_at": created,
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 0,
+        "worker": None,
+        "lease_expires_at": None,
+        "cancel_requested": False,
+        "progress": {"step": 0, "total": request.get("num_inference_steps", 0)},
+        "result": None,
+        "error": None,
+        "log": [log_line("queued")],
+        "expire_at": created + ttl,  # Firestore: a TTL policy on this field; SQLite: swept on create
+    }
+
+
+def same_request(existing: dict[str, Any], new: dict[str, Any]) -> bool:
+    return bool(existing.get("request_digest", new["request_digest"]) == new["request_digest"])
+
+
+def idempotency_conflict(job_id: str, idempotency_key: str | None) -> ServeError:
+    """The same key with another body (or webhook): returning the old job would silently drop the
+    new request."""
+    return ServeError(
+        "idempotency_conflict",
+        f"idempotency_key {idempotency_key!r} was used for job {job_id} with another body; "
+        "use a new key for a new request",
+    )
+
+
+def terminal_changes(job: dict[str, Any], status: JobStatus, message: str) -> dict[str, Any]:
+    return {
+        "status": status.value,
+        "finished_at": now(),
+        "updated_at": now(),
+        "log": bounded_log(job.get("log"), message),
+    }
+
+
+def claim_changes(job: dict[str, Any], worker: str, lease_seconds: float) -> tuple[Claim, dict[str, Any] | None]:
+    """What claiming `job` for `worker` gives, and the changes to write (None: write nothing)."""
+    if is_terminal(job["status"]):
+        return Claim.DONE, None
+    lease = job.get("lease_expires_at")
+    if job["status"] == JobStatus.RUNNING and lease is not None and lease > now():
+        return Claim.BUSY, None
+    if job["cancel_requested"]:
+        return Claim.DONE, terminal_changes(job, JobStatus.CANCELED, "canceled before it ran")
+    taken_over = job["status"] == JobStatus.RUNNING
+    return Claim.RUN, {
+        "status": JobStatus.RUNNING.value,
+        "worker": worker,
+        "attempts": job["attempts"] + 1,
+        "started_at": job["started_at"] or now(),
+        "updated_at": now(),
+        "lease_expires_at": now() + timedelta(seconds=lease_seconds),
+        "log": bounded_log(
+            job.get("log"),
+            f"attempt {job['attempts'] + 1} on {worker}" + (" (took over)" if taken_over else ""),
+        ),
+    }
+
+
+def heartbeat_changes(lease_seconds: float, step: int, total: int) -> dict[str, Any]:
+    return {
+        "lease_expires_at": now() + timedelta(seconds=lease_seconds),
+        "progress": {"step": step, "total": total},
+        "updated_at": now(),
+    }
+
+
+def finish_changes(
+    job: dict[str, Any],
+    worker: str,
+    status: JobStatus,
+    *,
+    result: dict[str, Any] | None,
+    error: dict[str, str] | None,
+    gpu_seconds: float,
+    bytes_out: int,
+) -> dict[str, Any] | None:
+    """running -> terminal, once: None when the job is terminal already or another worker holds it."""
+    if is_terminal(job["status"]) or job.get("worker") != worker:
+        return None
+    message = f"{status.value}" + (f": {error['code']}: {error['message']}" if error else "")
+    changes = terminal_changes(job, status, message)
+    changes.update(result=result, error=error, lease_expires_at=None, gpu_seconds=gpu_seconds, bytes_out=bytes_out)
+    return changes
+
+
+def fail_queued_changes(job: dict[str, Any] | None, error: dict[str, str]) -> dict[str, Any] | None:
+    if job is None or is_terminal(job["status"]):
+        return None
+    changes = terminal_changes(job, JobStatus.FAILED, f"failed: {error['code']}: {error['message']}")
+    changes["error"] = error
+    return changes
+
+
+def cancel_changes(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Queued: canceled now. Running: the worker stops it at its next step. Terminal: nothing."""
+    if job["status"] == JobStatus.QUEUED:
+        changes = terminal_changes(job, JobStatus.CANCELED, "canceled while queued")
+        changes["cancel_requested"] = True
+        return changes
+    if job["status"] == JobStatus.RUNNING:
+        return {"cancel_requested": True, "updated_at": now(), "log": bounded_log(job.get("log"), "cancel requested")}
+    return None
+
+
+def release_changes() -> dict[str, Any]:
+    return {"lease_expires_at": now() - timedelta(seconds=1)}
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """The job worker: pulls one message at a time, only while the GPU is idle, and runs the job.
 
 The worker keeps the message's ack deadline and the job's lease alive while it runs, and acks
-after the result is stored. A redelivered message for a finished job, or for one another worker
-is running (lease still fresh), is acked without running it; a job whose worker died (lease
-expired) is taken over. A run whose failure is transient is not acked, so Pub/Sub delivers it
-again; after JOB_MAX_ATTEMPTS the job is marked failed with the reason, published to the
-dead-letter topic and acked. (Pub/Sub's own dead-letter policy, 5 deliveries at the least, stays
-as a backstop.) Whether to retry is decided by serve.jobs.run, from the error's kind.
+after the result is stored. A redelivered message for a finished job is acked without running
+it; one for a job another worker is running (lease still fresh) is not run, and comes back when
+that lease ends (see _defer); a job whose worker died (lease expired) is taken over. A run whose
+failure is transient is not acked, so it is delivered again; after JOB_MAX_ATTEMPTS the job is
+marked failed with the reason, published to the dead-letter topic and acked. (Pub/Sub's own
+dead-letter policy, 5 deliveries at the least, stays as a backstop.)
+Whether to retry is decided by serve.jobs.run, from the error's kind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import threading
 import uuid
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 from google.api_core import exceptions as gexc
 
 from serve.core.runner import Task
-from serve.jobs.model import Claim, JobStatus, Outcome
+from serve.jobs.model import Claim, JobStatus, Outcome, now
 
 log = logging.getLogger("serve.jobs.worker")
 
@@ -132,6 +134,9 @@ class JobWorker:
     def _handle(self, received: Any) -> None:
         job_id = received.message.data.decode()
         claim, job = self.store.claim(job_id, self.name, self.lease_seconds)
+        if claim is Claim.BUSY and job is not None:
+            self._defer(received.ack_id, job)
+            return
         if claim is not Claim.RUN:
             log.info("job message acked without running", extra={"job_id": job_id, "claim": claim.value})
             self._ack(received.ack_id)
@@ -185,6 +190,18 @@ class JobWorker:
         self._ack(received.ack_id)
         if final:
             self.on_finished(job_id)
+
+    def _defer(self, ack_id: str, job: dict[str, Any]) -> None:
+        """Another worker holds the job's lease. Its message deadline and lease are renewed together,
+        so if it died this delivery may be the job's only way back: never ack it; let it come back
+        when the lease ends, to find the job finished (then acked) or free to take over."""
+        lease = job.get("lease_expires_at")
+        seconds = (lease - now()).total_seconds() if lease is not None else 0.0
+        delay = min(600, max(1, math.ceil(seconds) + 1))  # Pub/Sub's ack deadline is at most 600 s
+        log.info("job busy elsewhere; message deferred", extra={"job_id": job["job_id"], "seconds": delay})
+        self.subscriber.modify_ack_deadline(
+            request={"subscription": self.subscription, "ack_ids": [ack_id], "ack_deadline_seconds": delay}
+        )
 
     def _give_up(self, ack_id: str, job_id: str, error: dict[str, str]) -> None:
         """Failed for good: recorded with the reason, published to the dead-letter topic, acked."""

@@ -1,5 +1,6 @@
-"""The job backend's emulators (Pub/Sub and Firestore) set up for one test: its own topics,
-subscriptions and collection, and settings that point a server at them."""
+"""A job backend set up for one test, with settings that point servers at it: the GCP one on the
+Pub/Sub and Firestore emulators (its own topics, subscriptions and collection), or the local one in
+a fresh SQLite file. Both have the same interface, so one contract suite runs on either."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ KEYS = f"alpha:{ALPHA},beta:{BETA}"
 class JobsEnv:
     suffix: str
     emulators: dict[str, str]
+    backend = "gcp"
 
     @property
     def names(self) -> dict[str, Any]:
@@ -41,6 +43,11 @@ class JobsEnv:
             **overrides,
         }
         return make_settings(tmp_path, **values)
+
+    def environment(self) -> dict[str, str]:
+        """The same settings as environment variables, for a `python -m serve` process."""
+        names = {name.upper(): str(value) for name, value in self.names.items()}
+        return {**names, "JOBS_ENABLED": "true", "JOBS_PROJECT": PROJECT, "JOBS_BACKEND": self.backend}
 
     def dead_lettered(self) -> list[str]:
         from google.cloud import pubsub_v1
@@ -73,3 +80,25 @@ def make_jobs_env(emulators: dict[str, str]) -> JobsEnv:
         request={"name": subscriber.subscription_path(PROJECT, f"jobs-dead-watch-{env.suffix}"), "topic": dead}
     )
     return env
+
+
+@dataclass
+class SqliteJobsEnv(JobsEnv):
+    """The local backend: one SQLite file every server of the test shares."""
+
+    db: Path | None = None
+    backend = "sqlite"
+
+    @property
+    def names(self) -> dict[str, Any]:
+        return {**super().names, "jobs_backend": "sqlite", "jobs_db": self.db}
+
+    def dead_lettered(self) -> list[str]:
+        from serve.jobs.sqlite import Database, SqliteQueue
+
+        assert self.db is not None
+        return SqliteQueue(Database(self.db), self.names["pubsub_dead_letter_topic"], "").pending()
+
+
+def make_sqlite_jobs_env(folder: Path) -> SqliteJobsEnv:
+    return SqliteJobsEnv(uuid.uuid4().hex[:8], {}, db=folder / "shared-jobs.sqlite")

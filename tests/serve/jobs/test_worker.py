@@ -1,21 +1,24 @@
-"""JobWorker with an in-memory store and subscriber (tests/support/fakes/jobs.py) and a scripted
-run: the retry, dead-letter and ack decisions, without emulators. The emulator suite
-(test_jobs_emulators.py) runs the same worker against Pub/Sub and Firestore."""
+"""JobWorker with the real local job store (SQLite), an in-memory subscriber that records its acks
+(tests/support/fakes/jobs.py) and a scripted run: the retry, dead-letter and ack decisions. The
+contract suite (test_contract.py) runs the same worker on both backends through live servers."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from serve.core.runner import Task
 from serve.jobs.model import JobStatus, Outcome
+from serve.jobs.sqlite import Database, SqliteJobStore
 from serve.jobs.worker import JobWorker
-from tests.support.fakes.jobs import FakeJobStore, FakePublisher, FakeSubscriber
+from tests.support.fakes.jobs import FakePublisher, FakeSubscriber
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def _worker(
-    store: FakeJobStore,
+    store: SqliteJobStore,
     subscriber: FakeSubscriber,
     dead_letter: FakePublisher,
     loop: asyncio.AbstractEventLoop,
@@ -57,6 +60,10 @@ def _worker(
     )
 
 
+def _store() -> SqliteJobStore:
+    return SqliteJobStore(Database(Path(tempfile.mkdtemp()) / "jobs.sqlite"), ttl_days=1)
+
+
 def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -65,8 +72,8 @@ def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def _run(outcomes: list[Outcome], loop: asyncio.AbstractEventLoop) -> tuple[dict[str, Any], Any, list[str], list[str]]:
-    store, subscriber, dead_letter = FakeJobStore(), FakeSubscriber(), FakePublisher()
-    job, _ = store.create("alpha", {"prompt": "p", "num_inference_steps": 2})
+    store, subscriber, dead_letter = _store(), FakeSubscriber(), FakePublisher()
+    job, _ = store.create("alpha", {"prompt": "p", "num_inference_steps": 2}, None)
     subscriber.publish(job["job_id"])
     runs: list[str] = []
     finished: list[str] = []
@@ -117,8 +124,8 @@ def test_the_last_transient_failure_dead_letters_the_job(loop: asyncio.AbstractE
 
 
 def test_a_crashing_run_is_treated_as_transient(loop: asyncio.AbstractEventLoop) -> None:
-    store, subscriber, dead_letter = FakeJobStore(), FakeSubscriber(), FakePublisher()
-    job, _ = store.create("alpha", {"prompt": "p"})
+    store, subscriber, dead_letter = _store(), FakeSubscriber(), FakePublisher()
+    job, _ = store.create("alpha", {"prompt": "p"}, None)
     subscriber.publish(job["job_id"])
     calls: list[int] = []
 
@@ -139,9 +146,10 @@ def test_a_crashing_run_is_treated_as_transient(loop: asyncio.AbstractEventLoop)
 
 
 def test_a_finished_job_redelivered_is_acked_without_running(loop: asyncio.AbstractEventLoop) -> None:
-    store, subscriber, dead_letter = FakeJobStore(), FakeSubscriber(), FakePublisher()
-    job, _ = store.create("alpha", {"prompt": "p"})
-    store.jobs[job["job_id"]]["status"] = "succeeded"
+    store, subscriber, dead_letter = _store(), FakeSubscriber(), FakePublisher()
+    job, _ = store.create("alpha", {"prompt": "p"}, None)
+    store.claim(job["job_id"], "earlier-worker", 30)
+    store.finish(job["job_id"], "earlier-worker", JobStatus.SUCCEEDED, result={})
     subscriber.publish(job["job_id"])
     runs: list[str] = []
     worker = _worker(store, subscriber, dead_letter, loop, [], runs, [])

@@ -1,4 +1,5 @@
-"""Asynchronous jobs against the real Pub/Sub and Firestore emulators (gcloud), on 127.0.0.1."""
+"""The job contract: every test runs on both job backends (the `any_jobs_env` fixture), the local
+SQLite file and Pub/Sub + Firestore on the real gcloud emulators (127.0.0.1), through live servers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from models.base import GenerationRequest, StepCallback, Video
 from serve.cli.usage import summarize
 from tests.support.backends import GatedBackend
-from tests.support.jobs import ALPHA, BETA, KEYS, PROJECT, JobsEnv
+from tests.support.jobs import ALPHA, BETA, KEYS, JobsEnv
 from tests.support.media import decode_mp4, free_port
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import SMALL, make_settings
@@ -44,8 +45,8 @@ def _wait(live: LiveServer, job_id: str, statuses: set[str], headers: dict[str, 
             time.sleep(0.1)
 
 
-def test_submit_status_result_with_the_tiny_model(jobs_env: JobsEnv, tmp_path: Path) -> None:
-    with live_server(jobs_env.settings(tmp_path)) as live:
+def test_submit_status_result_with_the_tiny_model(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with live_server(any_jobs_env.settings(tmp_path)) as live:
         submitted = _submit(live, A)
         assert submitted.status_code == 202, submitted.text
         job = submitted.json()
@@ -72,8 +73,8 @@ def test_submit_status_result_with_the_tiny_model(jobs_env: JobsEnv, tmp_path: P
     assert alias["status"] == "succeeded"
 
 
-def test_validation_tenants_and_idempotency(jobs_env: JobsEnv, tmp_path: Path) -> None:
-    with live_server(jobs_env.settings(tmp_path, jobs_worker=False)) as live:
+def test_validation_tenants_and_idempotency(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
+    with live_server(any_jobs_env.settings(tmp_path, jobs_worker=False)) as live:
         with live.client() as client:
             bad = client.post("/jobs", json={"prompt": "x", "height": 100}, headers=A)
             unknown = client.post("/jobs", json={"prompt": "x", "webhook_url": "http://x"}, headers=A)
@@ -104,9 +105,9 @@ def test_validation_tenants_and_idempotency(jobs_env: JobsEnv, tmp_path: Path) -
     assert pending.status_code == 409 and pending.json()["error"] == "not_finished"
 
 
-def test_submitted_to_one_server_run_and_read_on_another(jobs_env: JobsEnv, tmp_path: Path) -> None:
-    gateway_settings = jobs_env.settings(tmp_path / "gateway", jobs_worker=False)
-    with live_server(gateway_settings) as gateway, live_server(jobs_env.settings(tmp_path / "gpu")) as gpu:
+def test_submitted_to_one_server_run_and_read_on_another(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
+    gateway_settings = any_jobs_env.settings(tmp_path / "gateway", jobs_worker=False)
+    with live_server(gateway_settings) as gateway, live_server(any_jobs_env.settings(tmp_path / "gpu")) as gpu:
         job = _submit(gateway, A).json()
         done_on_gpu = _wait(gpu, job["job_id"], {"succeeded", "failed"})
         seen_on_gateway = _wait(gateway, job["job_id"], {"succeeded", "failed"})
@@ -127,11 +128,11 @@ class CountingBackend(GatedBackend):
         return super().generate(request, on_step, output=output)
 
 
-def test_two_workers_run_every_job_exactly_once(jobs_env: JobsEnv, tmp_path: Path) -> None:
+def test_two_workers_run_every_job_exactly_once(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
     first, second = CountingBackend(), CountingBackend()
     with (
-        live_server(jobs_env.settings(tmp_path / "1"), backend=first) as one,
-        live_server(jobs_env.settings(tmp_path / "2"), backend=second) as two,
+        live_server(any_jobs_env.settings(tmp_path / "1"), backend=first) as one,
+        live_server(any_jobs_env.settings(tmp_path / "2"), backend=second) as two,
     ):
         ids = [_submit(one if i % 2 else two, A, prompt=f"job {i}").json()["job_id"] for i in range(10)]
         finished = [_wait(one, job_id, {"succeeded", "failed"}) for job_id in ids]
@@ -142,9 +143,9 @@ def test_two_workers_run_every_job_exactly_once(jobs_env: JobsEnv, tmp_path: Pat
     assert first.prompts and second.prompts  # and both GPUs took work
 
 
-def test_crashing_job_fails_after_three_attempts_and_is_dead_lettered(jobs_env: JobsEnv, tmp_path: Path) -> None:
+def test_crashing_job_fails_after_three_attempts_and_is_dead_lettered(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
     backend = CountingBackend()
-    with live_server(jobs_env.settings(tmp_path), backend=backend) as live:
+    with live_server(any_jobs_env.settings(tmp_path), backend=backend) as live:
         job_id = _submit(live, A, prompt="poison").json()["job_id"]
         failed = _wait(live, job_id, {"failed", "succeeded"})
         after = _submit(live, A, prompt="fine").json()["job_id"]
@@ -155,7 +156,7 @@ def test_crashing_job_fails_after_three_attempts_and_is_dead_lettered(jobs_env: 
     assert failed["status"] == "failed" and failed["attempts"] == 3
     assert failed["error"]["code"] == "generation_failed" and "after 3 attempts" in failed["error"]["message"]
     assert backend.prompts.count("poison") == 3
-    assert jobs_env.dead_lettered() == [job_id]
+    assert any_jobs_env.dead_lettered() == [job_id]
     # /result answers a failed job with its code's status in the one catalogue, as /predict would.
     assert result.status_code == 500 and result.json()["error"] == "generation_failed"
     # Usage is counted once, on the job records; the usage report sums exactly those.
@@ -164,9 +165,9 @@ def test_crashing_job_fails_after_three_attempts_and_is_dead_lettered(jobs_env: 
     assert usage.bytes_out > 0 and usage.gpu_seconds > 0
 
 
-def test_cancel_queued_and_running_frees_the_gpu(jobs_env: JobsEnv, tmp_path: Path) -> None:
+def test_cancel_queued_and_running_frees_the_gpu(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
     backend = CountingBackend(step_seconds=0.2)
-    with live_server(jobs_env.settings(tmp_path), backend=backend) as live:
+    with live_server(any_jobs_env.settings(tmp_path), backend=backend) as live:
         running = _submit(live, A, prompt="long", num_inference_steps=90).json()["job_id"]
         _wait(live, running, {"running"})
         queued = _submit(live, A, prompt="never").json()["job_id"]
@@ -183,13 +184,11 @@ def test_cancel_queued_and_running_frees_the_gpu(jobs_env: JobsEnv, tmp_path: Pa
 
 
 @pytest.fixture
-def doomed_worker(jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def doomed_worker(any_jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A separate `python -m serve` worker process, to be killed with SIGKILL mid-job."""
     env = {
         **os.environ,
-        **{name.upper(): str(value) for name, value in jobs_env.names.items()},
-        "JOBS_ENABLED": "true",
-        "JOBS_PROJECT": PROJECT,
+        **any_jobs_env.environment(),
         "API_KEYS": KEYS,
         "JOB_HEARTBEAT_SECONDS": "0.3",
         "JOB_LEASE_SECONDS": "10",
@@ -207,9 +206,9 @@ def doomed_worker(jobs_env: JobsEnv, tmp_path: Path) -> Iterator[subprocess.Pope
 
 
 def test_worker_killed_mid_job_leads_to_redelivery_and_one_completion(
-    jobs_env: JobsEnv, tmp_path: Path, doomed_worker: subprocess.Popen[bytes]
+    any_jobs_env: JobsEnv, tmp_path: Path, doomed_worker: subprocess.Popen[bytes]
 ) -> None:
-    with live_server(jobs_env.settings(tmp_path, jobs_worker=False)) as gateway:
+    with live_server(any_jobs_env.settings(tmp_path, jobs_worker=False)) as gateway:
         slow = {"height": 384, "width": 640, "num_frames": 49, "num_inference_steps": 40}
         submitted = _submit(gateway, A, prompt="interrupted", **slow)
         assert submitted.status_code == 202, submitted.text
@@ -218,18 +217,18 @@ def test_worker_killed_mid_job_leads_to_redelivery_and_one_completion(
         time.sleep(1)
         doomed_worker.send_signal(signal.SIGKILL)
         doomed_worker.wait(10)
-        with live_server(jobs_env.settings(tmp_path / "rescuer")) as rescuer:
+        with live_server(any_jobs_env.settings(tmp_path / "rescuer")) as rescuer:
             done = _wait(rescuer, job_id, {"succeeded", "failed"}, timeout=180)
     assert done["status"] == "succeeded" and done["attempts"] == 2
     log = [line["message"] for line in gateway.container.jobs.store.get(job_id)["log"]]
     assert any("(took over)" in line for line in log) and log.count("succeeded") == 1
 
 
-def test_predict_in_queue_mode_returns_the_normal_response(jobs_env: JobsEnv, tmp_path: Path) -> None:
-    gateway_settings = jobs_env.settings(tmp_path / "gateway", jobs_worker=False, predict_via_queue=True)
+def test_predict_in_queue_mode_returns_the_normal_response(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
+    gateway_settings = any_jobs_env.settings(tmp_path / "gateway", jobs_worker=False, predict_via_queue=True)
     with (
         live_server(gateway_settings) as gateway,
-        live_server(jobs_env.settings(tmp_path / "gpu")),
+        live_server(any_jobs_env.settings(tmp_path / "gpu")),
         gateway.client() as client,
     ):
         response = client.post("/predict", json={"prompt": "queued predict", **SMALL}, headers=A)
@@ -279,14 +278,16 @@ def receiver() -> Iterator[dict[str, Any]]:
     server.server_close()
 
 
-def test_webhook_is_signed_and_retried_after_a_500(jobs_env: JobsEnv, tmp_path: Path, receiver: dict[str, Any]) -> None:
+def test_webhook_is_signed_and_retried_after_a_500(
+    any_jobs_env: JobsEnv, tmp_path: Path, receiver: dict[str, Any]
+) -> None:
     import base64
     import hashlib
     import hmac
     import json
 
     secret = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
-    settings = jobs_env.settings(tmp_path, webhook_secret=secret, webhook_allow_private=True)
+    settings = any_jobs_env.settings(tmp_path, webhook_secret=secret, webhook_allow_private=True)
     with live_server(settings) as live:
         job_id = _submit(live, A, webhook_url=receiver["url"]).json()["job_id"]
         _wait(live, job_id, {"succeeded", "failed"})
@@ -307,9 +308,9 @@ def test_webhook_is_signed_and_retried_after_a_500(jobs_env: JobsEnv, tmp_path: 
 
 
 def test_webhook_urls_to_private_link_local_or_metadata_addresses_are_refused(
-    jobs_env: JobsEnv, tmp_path: Path
+    any_jobs_env: JobsEnv, tmp_path: Path
 ) -> None:
-    settings = jobs_env.settings(tmp_path, webhook_secret="s3cret", jobs_worker=False)
+    settings = any_jobs_env.settings(tmp_path, webhook_secret="s3cret", jobs_worker=False)
     with live_server(settings) as live:
         refused = {
             url: _submit(live, A, webhook_url=url)
@@ -324,22 +325,91 @@ def test_webhook_urls_to_private_link_local_or_metadata_addresses_are_refused(
     for url, response in refused.items():
         assert response.status_code == 422, url
         assert response.json()["fields"][0]["field"] == "webhook_url"
-    with live_server(jobs_env.settings(tmp_path / "off", jobs_worker=False)) as live:
+    with live_server(any_jobs_env.settings(tmp_path / "off", jobs_worker=False)) as live:
         unconfigured = _submit(live, A, webhook_url="https://example.com/hook")
     assert unconfigured.status_code == 422 and "not configured" in unconfigured.json()["message"]
 
 
-def test_api_role_serves_without_a_model_and_sends_work_to_the_queue(jobs_env: JobsEnv, tmp_path: Path) -> None:
+def test_api_role_serves_without_a_model_and_sends_work_to_the_queue(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ROLE=api needs JOBS_ENABLED and PREDICT_VIA_QUEUE"):
         make_settings(tmp_path, role="api")
-    api = jobs_env.settings(tmp_path / "api", role="api", predict_via_queue=True)
+    api = any_jobs_env.settings(tmp_path / "api", role="api", predict_via_queue=True)
     with live_server(api) as gateway:
         with gateway.client() as client:
             health = client.get("/health")
         # No model at all: a gateway's runner is the NullRunner, which cannot take work itself.
         assert type(gateway.container.runner).__name__ == "NullRunner"
         assert gateway.container.runner.describe()["role"] == "api"
-        with live_server(jobs_env.settings(tmp_path / "gpu")), gateway.client() as client:
+        with live_server(any_jobs_env.settings(tmp_path / "gpu")), gateway.client() as client:
             response = client.post("/predict", json={"prompt": "through the gateway", **SMALL}, headers=A)
     assert health.status_code == 200 and health.json()["status"] == "ready"
     assert response.status_code == 200, response.text
+
+
+def test_a_message_back_while_another_worker_holds_the_job_is_kept_until_its_lease_ends(
+    any_jobs_env: JobsEnv, tmp_path: Path
+) -> None:
+    """A worker's message deadline and its job lease are renewed together, so when it dies the
+    message can come back a moment before the lease ends. That delivery finds the job busy; were it
+    acked, the job would stay `running` for ever with nothing left to run it. It must come back."""
+    import asyncio
+    import threading
+    from collections.abc import Callable
+
+    from serve.core.runner import Task
+    from serve.jobs.model import JobStatus, Outcome
+    from serve.jobs.worker import JobWorker
+    from serve.wiring import job_backend
+
+    settings = any_jobs_env.settings(tmp_path)
+    store, queue, dead_letter, subscriber, subscription = job_backend(settings)
+    job, _ = store.create("alpha", {"prompt": "p", "num_inference_steps": 2}, None)
+    queue.publish(job["job_id"])
+    # The first worker takes the message and the job with a 3 s lease, then dies; its message's
+    # deadline has run out first (a nack stands for that).
+    pulled = subscriber.pull(request={"subscription": subscription, "max_messages": 1}, timeout=10)
+    assert [m.message.data.decode() for m in pulled.received_messages] == [job["job_id"]]
+    store.claim(job["job_id"], "dead-worker", 3)
+    subscriber.modify_ack_deadline(
+        request={
+            "subscription": subscription,
+            "ack_ids": [pulled.received_messages[0].ack_id],
+            "ack_deadline_seconds": 0,
+        }
+    )
+
+    runs: list[str] = []
+
+    async def run_job(job: dict[str, Any], on_task: Callable[[Task], None]) -> Outcome:
+        runs.append(job["job_id"])
+        return Outcome(JobStatus.SUCCEEDED, result={"video_url": "/videos/x.mp4"})
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    worker = JobWorker(
+        store=store,
+        subscriber=subscriber,
+        subscription=subscription,
+        is_idle=lambda: True,
+        run_job=run_job,
+        loop=loop,
+        dead_letter=dead_letter,
+        max_attempts=3,
+        lease_seconds=10,
+        heartbeat_seconds=0.2,
+        name="rescuer",
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (store.get(job["job_id"]) or {}).get("status") != "succeeded":
+            assert time.monotonic() < deadline, f"the job was lost: {store.get(job['job_id'])}"
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    final = store.get(job["job_id"])
+    assert final is not None and final["attempts"] == 2 and runs == [job["job_id"]]
+    assert any("(took over)" in line["message"] for line in final["log"])
