@@ -243,6 +243,7 @@ def describe(job: dict[str, Any], position: int | None = None) -> JobResponse:
         links={
             "self": f"/jobs/{job_id}",
             "log": f"/jobs/{job_id}/log",
+            "events": f"/jobs/{job_id}/events",
             "cancel": f"/jobs/{job_id}/cancel",
             "result": f"/result/{job_id}",
         },

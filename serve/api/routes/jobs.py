@@ -1,21 +1,25 @@
-"""The job API: POST /jobs, GET /jobs/{id}, GET /jobs/{id}/log, POST /jobs/{id}/cancel, and the
-aliases POST /process, GET /status/{id}, GET /result/{id}. A job is visible only to keys of its
-tenant; any other id is a 404."""
+"""The job API: POST /jobs, GET /jobs/{id}, GET /jobs/{id}/log, GET /jobs/{id}/events (Server-Sent
+Events, FastAPI's own encoder), POST /jobs/{id}/cancel, and the aliases POST /process,
+GET /status/{id}, GET /result/{id}. A job is visible only to keys of its tenant; any other id is a
+404."""
 
 # No `from __future__ import annotations`: the submit body's type is the task spec's (see predict.py).
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from serve.api.deps import Caller, JobsDep, SettingsDep, absolute
 from serve.api.openapi import JOB_ERRORS, responses
 from serve.config import Settings
 from serve.core.tasks import TaskSpec
 from serve.errors import ServeError, from_stored
+from serve.jobs.events import Cursor, events_since
 from serve.jobs.model import JobStatus, describe
 from serve.schemas import JobLogResponse, JobResponse
 from serve.wiring import Jobs
@@ -136,3 +140,48 @@ async def result(job_id: str, request: Request, caller: Caller, jobs: JobsDep, s
         error = from_stored(stored)
         raise ServeError(error.code, f"the job {job['status']}: {error.message}")
     raise ServeError("not_finished", f"the job is {job['status']}; poll /jobs/{job_id}")
+
+
+async def _job_of_caller(job_id: str, caller: Caller, jobs: JobsDep) -> dict[str, Any]:
+    """The job, looked up before a stream starts, so an unknown one is a plain 404."""
+    return await _own_job(jobs, job_id, caller)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={**_404, 200: {"description": "`text/event-stream`: status, log, progress, then result or error"}},
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    job: Annotated[dict[str, Any], Depends(_job_of_caller)],
+    jobs: JobsDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        str | None, Header(description="Resume after this event (browsers send it when they reconnect)")
+    ] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """The job's life as Server-Sent Events: `status` changes, `log` lines, `progress` (step, total,
+    fraction, eta_seconds), then `result` (the job, as GET /jobs/{id} shows it) or `error`
+    ({code, message}); the stream ends with the job. Each event's id is a cursor: reconnect with
+    `Last-Event-ID` to get only what you have not seen."""
+    cursor = Cursor.parse(last_event_id)
+    poll = min(max(settings.heartbeat_seconds / 2, 0.2), 2.0)
+    first = True
+    while True:
+        position = None
+        if job["status"] == JobStatus.QUEUED:
+            position = await asyncio.to_thread(jobs.store.position, job)
+        described = _view(job, request, settings, position).model_dump(mode="json")
+        for event in events_since(cursor, job, described):
+            yield ServerSentEvent(data=event.data, event=event.event, id=event.id, retry=2000 if first else None)
+            first = False
+        if cursor.final or await request.is_disconnected():
+            return
+        await asyncio.sleep(poll)
+        fresh = await asyncio.to_thread(jobs.store.get, job_id)
+        if fresh is None:  # expired while watched
+            yield ServerSentEvent(data={"code": "not_found", "message": f"no job {job_id!r}"}, event="error")
+            return
+        job = fresh

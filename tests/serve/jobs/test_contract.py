@@ -51,7 +51,7 @@ def test_submit_status_result_with_the_tiny_model(any_jobs_env: JobsEnv, tmp_pat
         assert submitted.status_code == 202, submitted.text
         job = submitted.json()
         assert job["status"] == "queued" and submitted.headers["Location"] == f"/jobs/{job['job_id']}"
-        assert set(job["links"]) == {"self", "log", "cancel", "result"}
+        assert set(job["links"]) == {"self", "log", "events", "cancel", "result"}
         done = _wait(live, job["job_id"], {"succeeded", "failed"})
         with live.client() as client:
             log = client.get(f"/jobs/{job['job_id']}/log", headers=A).json()
@@ -413,3 +413,50 @@ def test_a_message_back_while_another_worker_holds_the_job_is_kept_until_its_lea
     final = store.get(job["job_id"])
     assert final is not None and final["attempts"] == 2 and runs == [job["job_id"]]
     assert any("(took over)" in line["message"] for line in final["log"])
+
+
+def _events(live: LiveServer, job_id: str, headers: dict[str, str] = A, last: str | None = None) -> list[Any]:
+    from httpx_sse import connect_sse
+
+    extra = {"Last-Event-ID": last} if last else {}
+    with (
+        live.client(timeout=60) as client,
+        connect_sse(client, "GET", f"/jobs/{job_id}/events", headers={**headers, **extra}) as source,
+    ):
+        source.response.raise_for_status()
+        return list(source.iter_sse())
+
+
+def test_events_stream_status_log_progress_and_the_result_then_resume(any_jobs_env: JobsEnv, tmp_path: Path) -> None:
+    import json
+
+    backend = CountingBackend(step_seconds=0.15)
+    settings = any_jobs_env.settings(tmp_path, job_heartbeat_seconds=0.2)
+    with live_server(settings, backend=backend) as live:
+        job_id = _submit(live, A, prompt="watched", num_inference_steps=12).json()["job_id"]
+        events = _events(live, job_id)
+        resumed = _events(live, job_id, last=events[2].id)
+        after_the_end = _events(live, job_id, last=events[-1].id)
+        with live.client() as client:
+            hidden = client.get(f"/jobs/{job_id}/events", headers=B)
+            unknown = client.get(f"/jobs/{'0' * 32}/events", headers=A)
+    kinds = [event.event for event in events]
+    data = [json.loads(event.data) for event in events]
+    assert kinds[0] == "status" and kinds[-1] == "result", kinds
+    assert [d["status"] for k, d in zip(kinds, data, strict=True) if k == "status"][-2:] == ["running", "succeeded"]
+    steps = [d["step"] for k, d in zip(kinds, data, strict=True) if k == "progress"]
+    assert len(steps) >= 3 and steps == sorted(steps) and steps[-1] == 12, steps  # the bar moves, then is full
+    etas = [d["eta_seconds"] for k, d in zip(kinds, data, strict=True) if k == "progress"]
+    assert any(eta is not None and eta > 0 for eta in etas) and etas[-1] == 0.0, etas
+    messages = [d["message"] for k, d in zip(kinds, data, strict=True) if k == "log"]
+    assert messages[0] == "queued" and messages[-1] == "succeeded"
+    assert data[-1]["job_id"] == job_id and data[-1]["result"]["video_url"].startswith("http")
+    assert len({event.id for event in events}) == len(events)  # every id a distinct cursor
+    # Resumed after the third event (the job has ended since): only what it had not seen.
+    lines_seen = int(events[2].id.split(".")[1])
+    resumed_kinds = [e.event for e in resumed]
+    resumed_messages = [json.loads(e.data)["message"] for e in resumed if e.event == "log"]
+    assert resumed_messages == messages[lines_seen:] and lines_seen >= 1
+    assert resumed_kinds[0] == "status" and resumed_kinds[-1] == "result" and resumed_kinds.count("result") == 1
+    assert after_the_end == []
+    assert hidden.status_code == 404 and unknown.status_code == 404
