@@ -13,7 +13,7 @@ TF_DIR := terraform
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint clean shellcheck bundle wheelhouse wheelhouse-push tf-check tf-state tf-init deploy destroy bench bench-lipsync
+.PHONY: run test lint clean shellcheck browser bundle wheelhouse wheelhouse-push tf-check tf-state tf-init deploy destroy bench bench-lipsync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench-lipsync: $(VENV)/.runtime
 bundle: $(VENV)/.runtime
 	$(BIN)/python -m serve.cli.boot bundle --out dist/app.tar.gz
 
+# Chromium and its WebDriver (the page's browser test) come from Debian's packages too.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium missing (apt-get install chromium chromium-driver); the page's browser test will be skipped"; fi; }
+
 # ShellCheck comes from Debian's packages; installed here when missing and we may (root + apt).
 shellcheck:
 	@command -v shellcheck >/dev/null || { \
@@ -66,7 +73,7 @@ $(CHECKOV): requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
-test: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL) $(TORCH_REPORT) shellcheck
+test: $(VENV)/.dev $(CHECKOV) $(PROVIDER_WHEEL) $(TORCH_REPORT) shellcheck browser
 	CHECKOV=$(CURDIR)/$(CHECKOV) PROVIDER_SCHEMA_WHEEL=$(CURDIR)/$(PROVIDER_WHEEL) TORCH_WHEEL_REPORT=$(CURDIR)/$(TORCH_REPORT) \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 

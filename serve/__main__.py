@@ -94,6 +94,7 @@ def _announce_key(key: str, settings: Settings, task: str) -> None:
     base = f"http://{host}:{settings.port}"
     lines = [
         f"\nNo API key configured; generated one for this run:\n\n    {key}\n",
+        f"The page (submit, watch, play; paste the key): {base}/ui\n",
         f"API and try-it page: {base}/docs\n",
     ]
     if task == "text-to-video":

@@ -208,6 +208,21 @@ class Settings(BaseSettings):
         description="Buckets `gs://` inputs may come from, comma-separated (empty: no gs:// inputs); the output "
         "bucket is not an input unless listed",
     )
+    upload_max_bytes: int = Field(
+        512 * 1024**2, ge=1024, description="Largest file `POST /uploads` takes (413 `body_too_large` beyond)"
+    )
+    upload_ttl_seconds: int = Field(
+        86400, ge=60, description="How long an upload stays usable as an input; then it is deleted"
+    )
+    upload_dir: Path | None = Field(
+        None,
+        description="Where uploads are kept when there is no UPLOAD_BUCKET (local mode); default OUTPUT_DIR/uploads",
+    )
+    upload_bucket: str | None = Field(
+        None,
+        description="Bucket for uploads (`uploads/<tenant tag>/<id>`), which every VM can read; unset on `gce`: "
+        "uploads are refused",
+    )
     fetch_allow_loopback: bool = Field(
         False, description="TESTS ONLY: allow http:// and loopback input URLs (never on a server)"
     )
@@ -250,6 +265,10 @@ class Settings(BaseSettings):
     @property
     def scratch_dir(self) -> Path:
         return self.temp_dir or self.output_dir / ".tmp"
+
+    @property
+    def upload_folder(self) -> Path:
+        return self.upload_dir or self.output_dir / "uploads"
 
     @property
     def jobs_on(self) -> bool:

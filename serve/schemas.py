@@ -35,8 +35,8 @@ class PredictRequest(BaseModel):
         None,
         min_length=6,
         max_length=2048,
-        description="Image-to-video: `gs://bucket/object` (from INPUT_BUCKETS) or `https://...`, a PNG, JPEG or WebP "
-        "picture the video starts from, fitted to height x width",
+        description="Image-to-video: `gs://bucket/object` (from INPUT_BUCKETS), `https://...` or `upload://<id>` "
+        "(POST /uploads), a PNG, JPEG or WebP picture the video starts from, fitted to height x width",
     )
 
     @field_validator("prompt")
@@ -69,10 +69,14 @@ class LipSyncPredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     video_in: str = Field(
-        min_length=6, max_length=2048, description="`gs://bucket/object` or `https://...`: the video of a face"
+        min_length=6,
+        max_length=2048,
+        description="`gs://bucket/object`, `https://...` or `upload://<id>` (POST /uploads): the video of a face",
     )
     audio_in: str = Field(
-        min_length=6, max_length=2048, description="`gs://bucket/object` or `https://...`: the speech (any format)"
+        min_length=6,
+        max_length=2048,
+        description="`gs://bucket/object`, `https://...` or `upload://<id>` (POST /uploads): the speech (any format)",
     )
     guidance_scale: float = Field(1.5, ge=1.0, le=3.0, description="Audio guidance; 1.0 turns it off")
     inference_steps: int = Field(20, ge=10, le=50, description="DDIM steps")
@@ -85,8 +89,11 @@ class LipSyncPredictRequest(BaseModel):
     @field_validator("video_in", "audio_in")
     @classmethod
     def _url_scheme(cls, value: str) -> str:
-        if not value.startswith(("gs://", "https://", "http://")):
-            raise ValueError("must be a gs:// or https:// URL (local paths and other schemes are refused)")
+        if not value.startswith(("gs://", "https://", "http://", "upload://")):
+            raise ValueError(
+                "must be a gs:// or https:// URL, or an upload:// reference from POST /uploads (local paths and "
+                "other schemes are refused; upload a local file first)"
+            )
         return value
 
     @field_validator("gcs_destination", "out")
@@ -216,3 +223,15 @@ class JobResponse(BaseModel):
 class JobLogResponse(BaseModel):
     job_id: str
     lines: list[dict[str, str]]
+
+
+class UploadResponse(BaseModel):
+    """An uploaded input file; name it by `url` as `video_in`, `audio_in` or `image`."""
+
+    upload_id: str
+    url: str = Field(description="`upload://<id>`: the reference to put in a request")
+    kind: str = Field(description="video | audio | image, from the file's first bytes")
+    content_type: str
+    bytes: int
+    created_at: str
+    expires_at: str = Field(description="After this, requests naming it fail with `input_unreachable`")

@@ -24,6 +24,7 @@ from serve.core.tasks import TaskContext, TaskSpec, spec_for
 from serve.io.gcs import GcsOutput, storage_client
 from serve.io.local_store import LocalStore
 from serve.io.secrets import SecretKeyRefresher, make_client
+from serve.io.uploads import GcsUploads, LocalUploads, UploadStore
 from serve.jobs.dispatch import Dispatch, LocalDispatch, QueuedDispatch
 from serve.jobs.model import describe, now
 from serve.jobs.records import JobRecords
@@ -65,6 +66,7 @@ class Container:
     service: PredictionService
     dispatch: Dispatch
     jobs: Jobs | None
+    uploads: UploadStore | None
 
     async def start(self) -> None:
         """Listeners and threads, in dependency order; the model loads in the background."""
@@ -198,6 +200,21 @@ def _keys(settings: Settings) -> tuple[KeyStore, SecretKeyRefresher | None]:
     return keys, refresher
 
 
+def _uploads(settings: Settings, gcs: GcsOutput | None) -> UploadStore | None:
+    """A bucket when UPLOAD_BUCKET is set (every VM reads it); a local folder in local mode; else
+    none (a VM's own disk is not where another VM's worker could read an upload)."""
+    if settings.upload_bucket:
+        client = (
+            gcs.client
+            if gcs is not None
+            else storage_client(endpoint=settings.gcs_endpoint, project=settings.gcs_project)
+        )
+        return GcsUploads(client, settings.upload_bucket, settings.upload_ttl_seconds)
+    if settings.environment == "local":
+        return LocalUploads(settings.upload_folder, settings.upload_ttl_seconds)
+    return None
+
+
 def build(settings: Settings, *, backend: Backend | None = None) -> Container:
     """Every component for `settings`; `backend` replaces the registry's (tests use it)."""
     metrics = Metrics()
@@ -217,7 +234,9 @@ def build(settings: Settings, *, backend: Backend | None = None) -> Container:
             generation_timeout=settings.generation_timeout_seconds,
             warmup=spec.warmup if settings.warmup else None,
         )
+    uploads = _uploads(settings, gcs)
     context = TaskContext(
+        uploads=uploads,
         settings=settings,
         metrics=metrics,
         downloads=threading.BoundedSemaphore(settings.fetch_max_concurrent),
@@ -248,6 +267,7 @@ def build(settings: Settings, *, backend: Backend | None = None) -> Container:
         service=service,
         dispatch=dispatch,
         jobs=jobs,
+        uploads=uploads,
     )
 
 

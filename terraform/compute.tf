@@ -9,6 +9,8 @@ locals {
     DRAIN_TIMEOUT_SECONDS      = tostring(var.drain_timeout_seconds)
     # NOTE: the server takes gs:// inputs only from these buckets, the ones iam.tf lets it read.
     INPUT_BUCKETS = join(",", var.input_buckets)
+    # POST /uploads keeps files here, where every VM and worker reads them.
+    UPLOAD_BUCKET = google_storage_bucket.uploads.name
   }
   model_server_env = {
     for name, m in local.models : name => merge(

@@ -29,6 +29,19 @@ resource "google_storage_bucket_iam_member" "outputs_reader" {
   member = local.server_member
 }
 
+# Uploads: create (never overwrite) and read.
+resource "google_storage_bucket_iam_member" "uploads_creator" {
+  bucket = google_storage_bucket.uploads.name
+  role   = "roles/storage.objectCreator"
+  member = local.server_member
+}
+
+resource "google_storage_bucket_iam_member" "uploads_reader" {
+  bucket = google_storage_bucket.uploads.name
+  role   = "roles/storage.objectViewer"
+  member = local.server_member
+}
+
 # Lip-sync inputs (`video_in` / `audio_in` as gs://): read only, on the buckets named.
 resource "google_storage_bucket_iam_member" "inputs_reader" {
   for_each = toset(var.input_buckets)

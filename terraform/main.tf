@@ -7,6 +7,7 @@ locals {
   serving_port   = var.serving_port
   weights_bucket = "${var.project_id}-${local.name}-weights"
   outputs_bucket = "${var.project_id}-${local.name}-outputs"
+  uploads_bucket = "${var.project_id}-${local.name}-uploads"
 
   # Google's load balancer and health-check ranges, and IAP's TCP forwarding range.
   google_lb_ranges = ["130.211.0.0/22", "35.191.0.0/16"]

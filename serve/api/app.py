@@ -13,7 +13,7 @@ from serve.api.deps import correlation_id
 from serve.api.errors import install_error_handlers
 from serve.api.middleware import RequestContextMiddleware
 from serve.api.openapi import publish_limits
-from serve.api.routes import docs, jobs, ops, predict, videos
+from serve.api.routes import docs, jobs, ops, predict, ui, uploads, videos
 from serve.wiring import Container
 
 
@@ -42,8 +42,11 @@ def create_app(container: Container) -> FastAPI:
     traced = [Depends(correlation_id)]
     app.include_router(ops.router)
     app.include_router(docs.router)
+    app.include_router(ui.router)
     app.include_router(predict.predict_router(container.spec), dependencies=traced)
     app.include_router(videos.router, dependencies=traced)
+    if container.uploads is not None:
+        app.include_router(uploads.router, dependencies=traced)
     if container.jobs is not None:
         app.include_router(jobs.submit_router(container.spec), dependencies=traced)
         app.include_router(jobs.router, dependencies=traced)
@@ -52,6 +55,7 @@ def create_app(container: Container) -> FastAPI:
         metrics=container.metrics,
         max_body_bytes=settings.max_body_bytes,
         project=settings.gcp_project,
+        streamed={"/uploads": settings.upload_max_bytes + 16 * 1024},  # the file plus its multipart framing
     )
 
     default_openapi = app.openapi

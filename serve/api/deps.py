@@ -17,6 +17,7 @@ from serve.core.prediction import PredictionService
 from serve.core.runner import Runner
 from serve.errors import ServeError
 from serve.io.local_store import LocalStore
+from serve.io.uploads import UploadStore
 from serve.jobs.dispatch import Dispatch
 from serve.wiring import Container, Jobs
 
@@ -55,6 +56,12 @@ def get_keys(container: ContainerDep) -> KeyStore:
     return container.keys
 
 
+def get_uploads(container: ContainerDep) -> UploadStore:
+    if container.uploads is None:
+        raise ServeError("not_found", "uploads are not enabled on this server (UPLOAD_BUCKET)")
+    return container.uploads
+
+
 def get_jobs(container: ContainerDep) -> Jobs:
     if container.jobs is None:  # the job routes exist only when jobs are enabled
         raise ServeError("not_found", "jobs are not enabled on this server")
@@ -68,6 +75,7 @@ DispatchDep = Annotated[Dispatch, Depends(get_dispatch)]
 StoreDep = Annotated[LocalStore, Depends(get_store)]
 KeysDep = Annotated[KeyStore, Depends(get_keys)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
+UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
 
 
 @dataclass(frozen=True)

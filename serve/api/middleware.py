@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.errors import ServeError
 from serve.obs.metrics import Metrics
 
 log = logging.getLogger("serve.access")
@@ -22,11 +23,22 @@ _DRAIN_FACTOR = 16  # bodies up to 16x the cap are read to their end before the 
 class RequestContextMiddleware:
     """Outermost layer: everything inside it sees `state.request_id`."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, project: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        project: str | None = None,
+        streamed: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.project = project
+        # Paths whose bodies are files (POST /uploads): passed through as they arrive, never held
+        # in memory, and cut at their own cap.
+        self.streamed = streamed or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +61,17 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if scope["method"] in _BODY_METHODS:
+            cap = self.streamed.get(scope["path"])
+            if scope["method"] in _BODY_METHODS and cap is not None:
+                declared = headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    state["error"] = "body_too_large"
+                    await _send_error(
+                        send_with_id, 413, "body_too_large", f"request body exceeds {cap} bytes", request_id, close=True
+                    )
+                    return
+                receive = _capped(receive, cap)
+            elif scope["method"] in _BODY_METHODS:
                 buffered = await self._read_body(headers, receive)
                 if buffered is None:
                     state["error"] = "body_too_large"
@@ -168,6 +190,21 @@ async def _send_error(
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _capped(receive: Receive, cap: int) -> Receive:
+    """`receive`, raising `body_too_large` once more than `cap` bytes have arrived."""
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > cap:
+            raise ServeError("body_too_large", f"request body exceeds {cap} bytes")
+        return message
+
+    return counted
 
 
 async def _drain(receive: Receive, limit: int) -> None:

@@ -49,6 +49,15 @@ def responses(*codes: str) -> Responses:
     }
 
 
+def as_json(table: Responses) -> Responses:
+    """`table` for a route whose own answer is not JSON (an event stream): its errors still are."""
+    ref = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
+    return {
+        status: {"description": entry["description"], "content": {"application/json": {"schema": ref}}}
+        for status, entry in table.items()
+    }
+
+
 def publish_limits(schema: dict[str, Any], settings: Settings) -> None:
     """Write the configured bounds into the OpenAPI document, so clients see the real ones."""
     properties = schema["components"]["schemas"].get("PredictRequest", {}).get("properties")

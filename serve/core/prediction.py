@@ -62,9 +62,9 @@ class PredictionService:
     def gcs(self) -> GcsOutput | None:
         return self.context.gcs
 
-    async def check(self, body: Any) -> None:
+    async def check(self, body: Any, tenant: str) -> None:
         """What the spec refuses before queueing (it may resolve names: off the event loop)."""
-        await asyncio.to_thread(self.spec.check, body, self.context)
+        await asyncio.to_thread(lambda: self.spec.check(body, self.context, tenant=tenant))
 
     def check_disk(self) -> None:
         """New work needs room for its video (and /health says so too: serve/core/health.py)."""
@@ -86,13 +86,13 @@ class PredictionService:
         failed (retried here in the background unless the caller retries it itself)."""
         # 1. Check against this server's bounds, and where the video will go. The video's name
         #    is the server's own (tagged with its tenant): a client's header never names a file.
-        await self.check(body)
+        await self.check(body, tenant)
         self.check_disk()
         output = self.store.new_path(tenant)
         requested = self.spec.destination(body)
         destination = self.gcs.destination(output.stem, requested) if self.gcs is not None else None
         # 2. Prepare the backend's request (lip-sync: download the inputs, before queueing).
-        prepared = await self.spec.prepare(body, self.context, request_id)
+        prepared = await self.spec.prepare(body, self.context, request_id, tenant=tenant)
         # 3. Queue for the GPU and wait; the backend writes the MP4 through the one writer.
         try:
             loop = asyncio.get_running_loop()

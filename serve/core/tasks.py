@@ -25,6 +25,8 @@ from serve.errors import ServeError, invalid_field
 from serve.io.fetch import FetchPolicy, check_url, fetch
 from serve.io.gcs import GcsOutput
 from serve.io.images import check_image
+from serve.io.uploads import SCHEME as UPLOAD_SCHEME
+from serve.io.uploads import UploadStore, resolve
 from serve.obs.metrics import Metrics
 from serve.schemas import JobRequest, LipSyncJobRequest, LipSyncPredictRequest, PredictRequest
 
@@ -36,13 +38,14 @@ ModelRequest = GenerationRequest | LipSyncRequest
 
 @dataclass(frozen=True, kw_only=True)
 class TaskContext:
-    """What the specs need from the server: its settings, its output, a storage client, and the
-    slots for input downloads (FETCH_MAX_CONCURRENT)."""
+    """What the specs need from the server: its settings, its output, a storage client, the
+    uploads (`upload://` inputs), and the slots for input downloads (FETCH_MAX_CONCURRENT)."""
 
     settings: Settings
     metrics: Metrics
     gcs: GcsOutput | None
     storage_client: Callable[[], Any]
+    uploads: UploadStore | None = None
     downloads: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
 
 
@@ -71,7 +74,7 @@ class TaskSpec:
     def destination(self, body: Any) -> str | None:
         return body.gcs_destination
 
-    def check(self, body: Any, ctx: TaskContext) -> None:
+    def check(self, body: Any, ctx: TaskContext, *, tenant: str) -> None:
         """Refuse what can be refused before the request takes a place in a queue (blocking: DNS)."""
         requested = self.destination(body)
         if requested is not None:
@@ -81,7 +84,7 @@ class TaskSpec:
                 raise invalid_field("gcs_destination", "this server has no Cloud Storage output configured")
             ctx.gcs.destination("check", requested)  # the bucket must be an allowed one
 
-    async def prepare(self, body: Any, ctx: TaskContext, request_id: str) -> Prepared:
+    async def prepare(self, body: Any, ctx: TaskContext, request_id: str, *, tenant: str) -> Prepared:
         raise NotImplementedError
 
 
@@ -94,9 +97,25 @@ def input_policy(settings: Settings) -> FetchPolicy:
     )
 
 
-async def fetch_inputs(urls: dict[str, str], ctx: TaskContext, request_id: str) -> Path:
-    """Download each field's URL to `<scratch>/<field>` before the request takes a place in the GPU
-    queue, holding one of the server's download slots (503 `downloads_busy` when none is free)."""
+def check_input(url: str, field: str, ctx: TaskContext, tenant: str) -> None:
+    """An input URL this server would fetch for `tenant`: an upload of theirs of the right kind, or
+    a gs:// / https:// URL its policy allows."""
+    if url.startswith(UPLOAD_SCHEME):
+        resolve(ctx.uploads, tenant, url, field)
+    else:
+        check_url(url, field, input_policy(ctx.settings))
+
+
+def _fetch_one(url: str, target: Path, field: str, ctx: TaskContext, tenant: str, policy: FetchPolicy) -> int:
+    if url.startswith(UPLOAD_SCHEME):
+        return resolve(ctx.uploads, tenant, url, field, target).bytes
+    return fetch(ctx.storage_client, url, target, field, policy)
+
+
+async def fetch_inputs(urls: dict[str, str], ctx: TaskContext, request_id: str, tenant: str) -> Path:
+    """Download each field's URL (or copy its upload) to `<scratch>/<field>` before the request
+    takes a place in the GPU queue, holding one of the server's download slots (503
+    `downloads_busy` when none is free)."""
     if not ctx.downloads.acquire(blocking=False):
         ctx.metrics.rejected.labels("downloads_busy").inc()
         raise ServeError("downloads_busy", "this server is downloading as many inputs as it may; retry shortly")
@@ -107,7 +126,7 @@ async def fetch_inputs(urls: dict[str, str], ctx: TaskContext, request_id: str) 
         for name, url in urls.items():
             started = time.perf_counter()
             try:
-                size = await asyncio.to_thread(fetch, ctx.storage_client, url, folder / name, name, policy)
+                size = await asyncio.to_thread(_fetch_one, url, folder / name, name, ctx, tenant, policy)
             except ServeError as exc:
                 ctx.metrics.rejected.labels(exc.code).inc()
                 raise
@@ -131,18 +150,18 @@ class TextToVideo(TaskSpec):
     warmup = GenerationRequest(prompt="warm-up", height=64, width=64, num_frames=9, num_inference_steps=2)
     input_errors = ("unsafe_url", "input_unreachable", "input_too_large", "invalid_image", "downloads_busy")
 
-    def check(self, body: PredictRequest, ctx: TaskContext) -> None:
+    def check(self, body: PredictRequest, ctx: TaskContext, *, tenant: str) -> None:
         check_limits(body, ctx.settings)
-        super().check(body, ctx)
+        super().check(body, ctx, tenant=tenant)
         if body.image is not None:
-            check_url(body.image, "image", input_policy(ctx.settings))
+            check_input(body.image, "image", ctx, tenant)
 
-    async def prepare(self, body: PredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
+    async def prepare(self, body: PredictRequest, ctx: TaskContext, request_id: str, *, tenant: str) -> Prepared:
         fields = PredictRequest.model_fields.keys() - {"gcs_destination", "image"}
         request = GenerationRequest(**body.model_dump(include=fields))
         if body.image is None:
             return Prepared(request)
-        folder = await fetch_inputs({"image": body.image}, ctx, request_id)
+        folder = await fetch_inputs({"image": body.image}, ctx, request_id, tenant)
         try:
             await asyncio.to_thread(check_image, folder / "image", "image", ctx.settings.max_image_pixels)
         except BaseException as exc:
@@ -174,14 +193,15 @@ class LipSync(TaskSpec):
     def destination(self, body: LipSyncPredictRequest) -> str | None:
         return body.destination()
 
-    def check(self, body: LipSyncPredictRequest, ctx: TaskContext) -> None:
-        super().check(body, ctx)
+    def check(self, body: LipSyncPredictRequest, ctx: TaskContext, *, tenant: str) -> None:
+        super().check(body, ctx, tenant=tenant)
         for name in self._FIELDS:
-            check_url(getattr(body, name), name, input_policy(ctx.settings))
+            check_input(getattr(body, name), name, ctx, tenant)
 
-    async def prepare(self, body: LipSyncPredictRequest, ctx: TaskContext, request_id: str) -> Prepared:
+    async def prepare(self, body: LipSyncPredictRequest, ctx: TaskContext, request_id: str, *, tenant: str) -> Prepared:
         """The inputs downloaded first (`fetch_inputs`), then the backend's request over them."""
-        folder = await fetch_inputs({name: getattr(body, name) for name in self._FIELDS}, ctx, request_id)
+        fields = {name: getattr(body, name) for name in self._FIELDS}
+        folder = await fetch_inputs(fields, ctx, request_id, tenant)
         request = LipSyncRequest(
             video_path=folder / "video_in",
             audio_path=folder / "audio_in",

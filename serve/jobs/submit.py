@@ -57,7 +57,7 @@ class JobSubmitter:
         webhook_url: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """(the job, whether it was created now); ServeError for a refused body or a failed publish."""
-        await self.service.check(body)  # what a worker would refuse is refused now, before queueing
+        await self.service.check(body, tenant)  # what a worker would refuse is refused now, before queueing
         if webhook_url is not None:
             await asyncio.to_thread(self._check_webhook, webhook_url)
         payload = body.model_dump(mode="json", include=self.service.spec.predict_body.model_fields.keys())

@@ -85,7 +85,7 @@ def test_the_banner_suggests_a_request_that_finishes_quickly_on_a_cpu(tmp_path: 
         key = re.search(r"X-API-Key: ([^']+)'", banner)
         body = re.search(r"-d '(\{.*\})'", banner)
         assert key and body, banner
-        assert f"http://127.0.0.1:{port}/docs" in banner
+        assert f"http://127.0.0.1:{port}/docs" in banner and f"http://127.0.0.1:{port}/ui" in banner
         request = json.loads(body.group(1))
         assert request["height"] * request["width"] * request["num_frames"] <= 256 * 384 * 25
         assert request["num_inference_steps"] <= 10

@@ -303,3 +303,14 @@ def test_input_buckets_reach_the_server_and_only_they_are_readable_as_inputs() -
     assert config()["locals"]["server_env"]["INPUT_BUCKETS"] == '${join(",", var.input_buckets)}'
     readers = resources("google_storage_bucket_iam_member")
     assert readers["inputs_reader"]["for_each"] == "${toset(var.input_buckets)}"
+
+
+def test_uploads_have_a_bucket_every_vm_writes_and_reads_that_deletes_them() -> None:
+    uploads = resources("google_storage_bucket")["uploads"]
+    assert uploads["public_access_prevention"] == "enforced" and uploads["uniform_bucket_level_access"] is True
+    ages = [rule["condition"][0].get("age") for rule in uploads["lifecycle_rule"]]
+    assert 2 in ages  # the server refuses an upload after a day (UPLOAD_TTL_SECONDS); the bucket deletes it
+    assert config()["locals"]["server_env"]["UPLOAD_BUCKET"] == "${google_storage_bucket.uploads.name}"
+    roles = {(b["bucket"], b["role"]) for b in resources("google_storage_bucket_iam_member").values()}
+    bucket = "${google_storage_bucket.uploads.name}"
+    assert {(bucket, "roles/storage.objectCreator"), (bucket, "roles/storage.objectViewer")} <= roles

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from serve.api.deps import Caller, JobsDep, SettingsDep, absolute
-from serve.api.openapi import JOB_ERRORS, responses
+from serve.api.openapi import JOB_ERRORS, as_json, responses
 from serve.config import Settings
 from serve.core.tasks import TaskSpec
 from serve.errors import ServeError, from_stored
@@ -150,7 +150,10 @@ async def _job_of_caller(job_id: str, caller: Caller, jobs: JobsDep) -> dict[str
 @router.get(
     "/jobs/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={**_404, 200: {"description": "`text/event-stream`: status, log, progress, then result or error"}},
+    responses={
+        **as_json(_404),
+        200: {"description": "`text/event-stream`: status, log, progress, then result or error"},
+    },
 )
 async def job_events(
     job_id: str,

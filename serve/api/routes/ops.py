@@ -17,13 +17,24 @@ router = APIRouter()
 
 
 @router.get("/", summary="Service description")
-async def root(runner: RunnerDep) -> dict[str, Any]:
-    """What this server is, which model it serves, and where the API is described."""
+async def root(container: ContainerDep) -> dict[str, Any]:
+    """What this server is, which model and task it serves, what it offers, and where the API is
+    described; the page (/ui) reads it."""
+    runner = container.runner
+    endpoints = {"predict": "POST /predict", "health": "GET /health", "videos": "GET /videos/{name}"}
+    if container.jobs is not None:
+        endpoints |= {"jobs": "POST /jobs", "job": "GET /jobs/{id}", "events": "GET /jobs/{id}/events"}
+    if container.uploads is not None:
+        endpoints["uploads"] = "POST /uploads"
     return {
         "service": "videogen-serve",
         "model": runner.describe(),
+        "task": container.spec.name,
         "status": runner.state.value,
-        "endpoints": {"predict": "POST /predict", "health": "GET /health", "videos": "GET /videos/{name}"},
+        "jobs": container.jobs is not None,
+        "uploads": container.uploads is not None,
+        "endpoints": endpoints,
+        "ui": "/ui",
         "docs": "/docs",
         "openapi": "/openapi.json",
     }

@@ -15,6 +15,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -602,3 +603,48 @@ def test_an_oversized_clip_is_refused_from_its_header_before_decoding(tmp_path: 
     with read_video(clip, MediaLimits(max_seconds=60, scratch_dir=scratch, max_scratch_bytes=200 * 1024**2)) as frames:
         assert frames.shape == (125, 360, 640, 3)  # within the budget it decodes
     assert list(scratch.iterdir()) == []
+
+
+def test_lipsync_from_local_files_through_uploads_and_a_job_with_no_cloud(
+    tmp_path: Path, media: Path, backend: LatentSyncTinyBackend
+) -> None:
+    """A newcomer's lip-sync: ENVIRONMENT=local defaults (jobs in SQLite, uploads in a local
+    folder), two local files uploaded, a job naming them, the video back."""
+    alpha, beta = "alpha-key-0123456789", "beta-key-0123456789"
+    settings = make_settings(
+        tmp_path, model="latentsync-tiny", environment="local", api_keys=f"alpha:{alpha},beta:{beta}"
+    )
+    a, b = {"X-API-Key": alpha}, {"X-API-Key": beta}
+
+    def upload(client: httpx.Client, name: str, headers: dict[str, str]) -> httpx.Response:
+        with (media / name).open("rb") as handle:
+            # The client's filename and content type are ignored: the kind comes from the bytes.
+            return client.post("/uploads", files={"file": ("whatever.bin", handle, "text/plain")}, headers=headers)
+
+    with live_server(settings, backend=backend) as server, server.client() as client:
+        face, speech = upload(client, "face.mp4", a), upload(client, "speech.wav", a)
+        text = upload(client, "notavideo.mp4", a)
+        assert (face.status_code, speech.status_code) == (201, 201), face.text
+        assert (face.json()["kind"], speech.json()["kind"]) == ("video", "audio")
+        assert (
+            face.json()["url"].startswith("upload://") and face.json()["bytes"] == (media / "face.mp4").stat().st_size
+        )
+        body = {"video_in": face.json()["url"], "audio_in": speech.json()["url"], "inference_steps": 10}
+        swapped = client.post("/jobs", json={**body, "video_in": speech.json()["url"]}, headers=a)
+        foreign = client.post("/jobs", json=body, headers=b)  # another tenant's uploads do not exist for it
+        submitted = client.post("/jobs", json=body, headers=a)
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (done := client.get(f"/jobs/{job_id}", headers=a).json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        video = client.get(done["result"]["video_url"], headers=a) if done["status"] == "succeeded" else None
+    assert (text.status_code, text.json()["error"]) == (415, "unsupported_media_type")
+    assert (swapped.status_code, swapped.json()["fields"][0]["field"]) == (422, "video_in")
+    assert "audio" in swapped.json()["message"]
+    assert (foreign.status_code, foreign.json()["error"]) == (422, "input_unreachable")
+    assert done["status"] == "succeeded", done
+    assert video is not None
+    with av.open(io.BytesIO(video.content)) as container:
+        assert container.streams.video[0].frames == 52

@@ -54,17 +54,19 @@ def test_every_backend_has_a_spec_for_its_task() -> None:
 def test_a_destination_needs_cloud_storage_output_for_every_task(spec, body, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with_destination = body.model_copy(update={"gcs_destination": "gs://out/v.mp4"})
     with pytest.raises(ServeError) as raised:
-        spec.check(with_destination, _context(tmp_path))
+        spec.check(with_destination, _context(tmp_path), tenant="alpha")
     assert (raised.value.status, raised.value.fields[0]["field"]) == (422, "gcs_destination")
-    spec.check(with_destination, _context(tmp_path, gcs=True))  # allowed bucket: fine
+    spec.check(with_destination, _context(tmp_path, gcs=True), tenant="alpha")  # allowed bucket: fine
     elsewhere = body.model_copy(update={"gcs_destination": "gs://not-ours/v.mp4"})
     with pytest.raises(ServeError, match="not one this server may write to"):
-        spec.check(elsewhere, _context(tmp_path, gcs=True))
+        spec.check(elsewhere, _context(tmp_path, gcs=True), tenant="alpha")
 
 
 def test_text_to_video_checks_the_configured_bounds(tmp_path: Path) -> None:
     with pytest.raises(ServeError) as raised:
-        TextToVideo().check(PredictRequest(prompt="x", **{**SMALL, "height": 640}), _context(tmp_path, max_height=512))
+        TextToVideo().check(
+            PredictRequest(prompt="x", **{**SMALL, "height": 640}), _context(tmp_path, max_height=512), tenant="alpha"
+        )
     assert raised.value.fields == [{"field": "height", "message": raised.value.fields[0]["message"]}]
 
 
@@ -79,13 +81,13 @@ def test_text_to_video_checks_the_configured_bounds(tmp_path: Path) -> None:
 )
 def test_lip_sync_refuses_unsafe_inputs_before_queueing(url: str, code: str, tmp_path: Path) -> None:
     with pytest.raises(ServeError) as raised:
-        LipSync().check(LipSyncPredictRequest(**{**LIPSYNC, "video_in": url}), _context(tmp_path))
+        LipSync().check(LipSyncPredictRequest(**{**LIPSYNC, "video_in": url}), _context(tmp_path), tenant="alpha")
     assert raised.value.code == code and "video_in" in raised.value.message
 
 
 def test_text_to_video_hands_the_backend_the_request_without_the_destination(tmp_path: Path) -> None:
     body = PredictRequest(prompt="a fox", seed=3, gcs_destination="gs://out/v.mp4", **SMALL)
-    prepared = asyncio.run(TextToVideo().prepare(body, _context(tmp_path), "rid"))
+    prepared = asyncio.run(TextToVideo().prepare(body, _context(tmp_path), "rid", tenant="alpha"))
     assert prepared.request == GenerationRequest(prompt="a fox", seed=3, fps=24, guidance_scale=3.0, **SMALL)
     assert prepared.scratch is None
 
@@ -95,6 +97,6 @@ def test_lip_sync_inputs_are_downloaded_into_a_scratch_folder_removed_on_failure
     context = _context(tmp_path, fetch_allow_loopback=True, fetch_timeout_seconds=2)
     before = set(Path("/tmp").glob("videogen-inputs-*"))
     with pytest.raises(ServeError) as raised:
-        asyncio.run(LipSync().prepare(body, context, "rid"))
+        asyncio.run(LipSync().prepare(body, context, "rid", tenant="alpha"))
     assert raised.value.code == "input_unreachable"
     assert set(Path("/tmp").glob("videogen-inputs-*")) == before  # nothing left behind
