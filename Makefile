@@ -22,6 +22,7 @@ $(BIN)/python:
 $(VENV)/.runtime: requirements.txt requirements-nodeps.txt | $(BIN)/python
 	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime

@@ -103,6 +103,17 @@ def _announce_key(key: str, settings: Settings, task: str) -> None:
             f"    curl -sS -X POST {base}/predict -H 'X-API-Key: {key}' "
             f"-H 'Content-Type: application/json' -d '{QUICK_REQUEST}'\n"
         )
+        lines.append(
+            "The same from the command line, with a progress bar (the venv's bin/videogen):\n\n"
+            f"    VIDEOGEN_URL={base} VIDEOGEN_API_KEY={key} videogen generate 'a red fox running through snow' "
+            "-o fox.mp4\n"
+        )
+    else:
+        lines.append(
+            "Lip-sync two local files from the command line (the venv's bin/videogen):\n\n"
+            f"    VIDEOGEN_URL={base} VIDEOGEN_API_KEY={key} videogen lipsync --video face.mp4 --audio speech.wav "
+            "-o out.mp4\n"
+        )
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 

@@ -81,7 +81,10 @@ def test_the_banner_suggests_a_request_that_finishes_quickly_on_a_cpu(tmp_path: 
             lines.append(line)
             if "curl" in line:
                 break
+        while time.monotonic() < deadline and "videogen generate" not in lines[-1]:
+            lines.append(process.stdout.readline())
         banner = "".join(lines)
+        assert "videogen generate" in banner and "-o fox.mp4" in banner
         key = re.search(r"X-API-Key: ([^']+)'", banner)
         body = re.search(r"-d '(\{.*\})'", banner)
         assert key and body, banner

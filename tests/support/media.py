@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -23,3 +24,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def face_and_speech(folder: Path) -> tuple[Path, Path]:
+    """A 1.6 s face video (a real photo, moving a little) and upstream's 2 s speech clip."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    from models.mp4 import encode_mp4
+    from tests.support.fixtures import fixtures
+
+    photo = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    face, speech = folder / "face.mp4", folder / "speech.wav"
+    encode_mp4(np.stack([np.roll(photo, (i % 7) - 3, axis=1) for i in range(40)]), 25, face)
+    speech.write_bytes((fixtures() / "audio" / "speech.wav").read_bytes())
+    return face, speech

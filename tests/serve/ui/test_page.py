@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.media import face_and_speech
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import KEY, make_settings
 
@@ -108,25 +109,10 @@ def lipsync_server(tmp_path: Path) -> Iterator[LiveServer]:
         yield live
 
 
-def _face_and_speech(folder: Path) -> tuple[Path, Path]:
-    import cv2
-    import numpy as np
-    from skimage import data
-
-    from models.mp4 import encode_mp4
-    from tests.support.fixtures import fixtures
-
-    photo = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
-    face, speech = folder / "face.mp4", folder / "speech.wav"
-    encode_mp4(np.stack([np.roll(photo, (i % 7) - 3, axis=1) for i in range(40)]), 25, face)
-    speech.write_bytes((fixtures() / "audio" / "speech.wav").read_bytes())
-    return face, speech
-
-
 def test_the_page_lip_syncs_two_local_files(browser, lipsync_server: LiveServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
-    face, speech = _face_and_speech(tmp_path)
+    face, speech = face_and_speech(tmp_path)
     browser.get(f"{lipsync_server.url}/ui")
     _until(lambda: browser.find_element(By.ID, "lipsync-form").is_displayed(), 30, "the lip-sync form")
     assert not browser.find_element(By.ID, "t2v-form").is_displayed()
