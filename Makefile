@@ -40,7 +40,7 @@ bench: $(VENV)/.runtime
 bench-lipsync: $(VENV)/.runtime
 	$(BIN)/python -m bench.latentsync $(BENCH_ARGS)
 
-# The app bundle a VM installs (see the README's deploy section); prints its path and sha256.
+# The app bundle a VM installs (see docs/deploy.md); prints its path and sha256.
 bundle: $(VENV)/.runtime
 	$(BIN)/python -m serve.cli.boot bundle --out dist/app.tar.gz
 

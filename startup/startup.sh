@@ -6,7 +6,7 @@
 # systemd unit, start it, wait for /health. Each stage logs one line,
 #   startup stage=NAME result=RESULT seconds=S [details]
 # and a re-run skips what is done and still valid (same bundle hash, verified weights). Any
-# failure logs `result=failed error="..."`, exits 1 and starts nothing. The README's deploy
+# failure logs `result=failed error="..."`, exits 1 and starts nothing. docs/deploy.md's boot
 # section lists the metadata attributes.
 set -euo pipefail
 export LC_ALL=C

@@ -31,7 +31,7 @@ locals {
     block-project-ssh-keys = "TRUE"
     install-nvidia-driver  = "True"
 
-    # Read by startup.sh (the README's deploy section lists them).
+    # Read by startup.sh (docs/deploy.md lists them).
     role              = "all"
     ops-agent         = tostring(var.ops_agent_enabled)
     weights-bucket    = google_storage_bucket.weights.name

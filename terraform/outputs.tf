@@ -85,6 +85,6 @@ output "ssh_command" {
 }
 
 output "curl_example" {
-  description = "A text-to-video request through the load balancer to the default model (the key from api_key_command; a lip-sync model takes video_in and audio_in instead, see the README)."
+  description = "A text-to-video request through the load balancer to the default model (the key from api_key_command; a lip-sync model takes video_in and audio_in instead, see docs/lipsync.md)."
   value       = "curl -sS -X POST ${local.url}/predict -H \"X-API-Key: $(${local.api_key_command})\" -H 'Content-Type: application/json' -d '{\"prompt\": \"a red fox running through snow\", \"height\": 480, \"width\": 704, \"num_frames\": 97}'"
 }

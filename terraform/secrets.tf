@@ -2,7 +2,7 @@
 # so it never sits in the Terraform state: read it with `gcloud secrets versions access latest
 # --secret=<secret>` (output `api_key_command`). Rotation: bump `api_key_version`: a new version is
 # added and the old one stays ENABLED (Terraform forgets it, ABANDON), so clients keep working on
-# either key; disable the old version by hand once they moved (README's runbook).
+# either key; disable the old version by hand once they moved (docs/deploy.md's runbook).
 ephemeral "random_password" "api_key" {
   count   = var.api_key_in_state ? 0 : 1
   length  = 48

@@ -250,7 +250,7 @@ variable "pypi_fallback" {
 
 variable "server_env" {
   type        = map(string)
-  description = "More server settings (names from the README's settings table), e.g. { QUEUE_SIZE = \"4\" }."
+  description = "More server settings (names from docs/settings.md), e.g. { QUEUE_SIZE = \"4\" }."
   default     = {}
 
   validation {

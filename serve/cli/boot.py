@@ -99,7 +99,7 @@ def parse_server_env(text: str) -> dict[str, str]:
         if not sep or not _NAME.match(name):
             raise BootError(f"server-env line {number} is not NAME=value: {line!r}")
         if name not in fields:
-            raise BootError(f"server-env line {number}: {name} is not a server setting (see the README's table)")
+            raise BootError(f"server-env line {number}: {name} is not a server setting (see docs/settings.md)")
         values[name] = value.strip()
     return values
 
