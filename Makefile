@@ -19,14 +19,28 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
-$(VENV)/.runtime: requirements.txt requirements-nodeps.txt | $(BIN)/python
-	$(BIN)/pip install -r requirements.txt
-	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
-	$(BIN)/pip install --no-deps -e .
+# Installs go through uv (the same pins, about 7x faster than pip on a fresh venv: see
+# docs/architecture.md); uv does not read pip's configuration, so this machine's find-links, extra
+# indexes and constraints (`pip config list`) are handed to it. If uv fails, pip does the install.
+UV_VERSION := 0.13.9
+PIP_TO_UV := import shlex, sys; flags = {"find-links": "--find-links", "extra-index-url": "--extra-index-url", \
+  "index-url": "--index-url", "constraint": "--constraint"}; \
+  pairs = [line.strip().split(".", 1)[1].split("=", 1) for line in sys.stdin if "=" in line and "." in line]; \
+  print(" ".join(f"{flags[k]} {shlex.quote(v)}" for k, raw in pairs if k in flags for v in shlex.split(shlex.split(raw)[0])))
+UV_ARGS = $(shell $(BIN)/pip config list 2>/dev/null | $(BIN)/python -c '$(PIP_TO_UV)')
+UV_INSTALL = $(BIN)/uv pip install --python $(BIN)/python --index-strategy unsafe-best-match $(UV_ARGS)
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.runtime: requirements.txt requirements-nodeps.txt | $(BIN)/python $(BIN)/uv
+	$(UV_INSTALL) -r requirements.txt || $(BIN)/pip install -r requirements.txt
+	$(UV_INSTALL) --no-deps -r requirements-nodeps.txt || $(BIN)/pip install --no-deps -r requirements-nodeps.txt
+	$(UV_INSTALL) --no-deps -e . || $(BIN)/pip install --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
-	$(BIN)/pip install -r requirements-dev.txt
+	$(UV_INSTALL) -r requirements-dev.txt || $(BIN)/pip install -r requirements-dev.txt
 	touch $@
 
 run: $(VENV)/.runtime
