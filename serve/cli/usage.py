@@ -1,7 +1,8 @@
 """`python -m serve.cli.usage`: per-tenant jobs, GPU seconds and bytes out for a period, from the job
-records in Firestore, as a table (default) or CSV.
+records in Firestore (or, with --sqlite, a local server's job file), as a table (default) or CSV.
 
     python -m serve.cli.usage --project P --since 2026-11-01 --until 2026-12-01 [--csv]
+    python -m serve.cli.usage --sqlite outputs/jobs.sqlite --since 2026-11-01
 
 A job counts in the period in which it finished. The same settings as the server pick the
 database and collection (FIRESTORE_DATABASE, JOBS_COLLECTION); FIRESTORE_EMULATOR_HOST points the
@@ -18,9 +19,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from google.cloud import firestore
+
+from serve.jobs.sqlite import Database, SqliteJobStore
 
 
 @dataclass
@@ -56,6 +60,12 @@ def finished_jobs(client: firestore.Client, collection: str, since: datetime, un
         .where(filter=firestore.FieldFilter("finished_at", "<", until))
     )
     return [snapshot.to_dict() for snapshot in query.stream()]
+
+
+def finished_local_jobs(path: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """The same selection from a local server's SQLite job file."""
+    store = SqliteJobStore(Database(Path(path)), ttl_days=1)
+    return [job for job in store.all_jobs() if job.get("finished_at") and since <= job["finished_at"] < until]
 
 
 def _cells(row: TenantUsage) -> list[str]:
@@ -101,11 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=_date, required=True, help="ISO date or time (UTC unless given)")
     parser.add_argument("--until", type=_date, default=datetime.now(UTC), help="exclusive; default: now")
     parser.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    parser.add_argument("--sqlite", help="a local server's job file (JOBS_DB) instead of Firestore")
     args = parser.parse_args(argv)
-    if not args.project:
-        parser.error("--project (or JOBS_PROJECT / GCP_PROJECT) is required")
-    client = firestore.Client(project=args.project, database=args.database)
-    rows = summarize(finished_jobs(client, args.collection, args.since, args.until))
+    if args.sqlite:
+        if not Path(args.sqlite).is_file():
+            parser.error(f"no such job file: {args.sqlite}")
+        jobs = finished_local_jobs(args.sqlite, args.since, args.until)
+    else:
+        if not args.project:
+            parser.error("--project (or JOBS_PROJECT / GCP_PROJECT) is required")
+        client = firestore.Client(project=args.project, database=args.database)
+        jobs = finished_jobs(client, args.collection, args.since, args.until)
+    rows = summarize(jobs)
     sys.stdout.write(render(rows, args.csv))
     return 0
 
