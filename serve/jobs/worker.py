@@ -26,28 +26,9 @@ from google.api_core import exceptions as gexc
 
 from serve.core.runner import Task
 from serve.jobs.model import Claim, JobStatus, Outcome, now
+from serve.jobs.records import JobRecords
 
 log = logging.getLogger("serve.jobs.worker")
-
-
-class Store(Protocol):
-    """What the worker needs of a job store (serve.jobs.store.JobStore; tests use an in-memory one)."""
-
-    def claim(self, job_id: str, worker: str, lease_seconds: float) -> tuple[Claim, dict[str, Any] | None]: ...
-    def heartbeat(self, job_id: str, worker: str, lease_seconds: float, step: int, total: int) -> bool: ...
-    def finish(
-        self,
-        job_id: str,
-        worker: str,
-        status: JobStatus,
-        *,
-        result: dict[str, Any] | None = None,
-        error: dict[str, str] | None = None,
-        gpu_seconds: float = 0.0,
-        bytes_out: int = 0,
-    ) -> bool: ...
-    def release(self, job_id: str) -> None: ...
-    def append_log(self, job_id: str, message: str) -> None: ...
 
 
 class Publisher(Protocol):
@@ -63,7 +44,7 @@ class JobWorker:
     def __init__(
         self,
         *,
-        store: Store,
+        store: JobRecords,
         subscriber: Any,
         subscription: str,
         is_idle: Callable[[], bool],
