@@ -58,12 +58,13 @@ bench-lipsync: $(VENV)/.runtime
 bundle: $(VENV)/.runtime
 	$(BIN)/python -m serve.cli.boot bundle --out dist/app.tar.gz
 
-# Chromium and its WebDriver (the page's browser test) come from Debian's packages too.
+# Chromium and its WebDriver (the page's browser test), and the ffmpeg CLI (upstream LatentSync's
+# 25 fps step, which the tests compare our frames with) come from Debian's packages too.
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v ffmpeg >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "chromium missing (apt-get install chromium chromium-driver); the page's browser test will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ffmpeg >/dev/null; \
+	  else echo "chromium or ffmpeg missing (apt-get install chromium chromium-driver ffmpeg); their tests will be skipped"; fi; }
 
 # ShellCheck comes from Debian's packages; installed here when missing and we may (root + apt).
 shellcheck:

@@ -2,7 +2,12 @@
 libraries in-process: no shell, no temp paths, every failure a clear error).
 
 Frames are decoded once into a disk-backed array (host memory stays flat however long the
-clip), resampled to 25 fps by taking, for each output instant, the last frame shown by then.
+clip), turned upright as the stream's display matrix says (phone videos), and resampled to 25 fps
+exactly as upstream's preprocessing does it: upstream runs `ffmpeg -i in -r 25 -crf 18 out.mp4`,
+whose constant-frame-rate sync (fftools, FFmpeg 5.1: `do_video_out`, VSYNC_CFR / VSCFR) keeps,
+drops or repeats each source frame by how far its timestamp has drifted from the output's frame
+count. `Cfr25` is that rule; tests compare it frame by frame with Debian 12's ffmpeg 5.1 (the
+version upstream's fixtures were made with) at 15, 24, 29.97, 30, 50 and 60 fps.
 The output is written frame by frame as the chunks finish, with the speech muxed as AAC.
 """
 
@@ -13,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -32,6 +38,62 @@ class MediaLimits:
     # this many bytes, judged from the container's header before anything is decoded.
     scratch_dir: Path | None = None
     max_scratch_bytes: int = 4 * 1024**3
+
+
+def _lrint(value: float) -> int:
+    """C's lrint in the default rounding mode: to nearest, ties to even (Python's round)."""
+    return round(value)
+
+
+class Cfr25:
+    """FFmpeg 5.1's constant-frame-rate sync to 25 fps, one source frame at a time: `take` says
+    how many times to write the previous frame, then this one (0, 0 drops it). `sync` is the
+    frame's timestamp in output frames (from the file's start), `duration` its length in output
+    frames (FFmpeg: the smaller of the stream's frame period and one output frame, replaced by the
+    packet's own duration when that rounds to a whole frame or more)."""
+
+    def __init__(self, *, single_stream: bool) -> None:
+        self.vscfr = single_stream  # FFmpeg's VSCFR: a lone video stream does not pad its start
+        self.next = 0  # the output frame count (FFmpeg's sync_opts)
+        self.recent_nb0 = [0, 0, 0]
+
+    def take(self, sync: float, duration: float) -> tuple[int, int]:
+        sync += (1 if sync >= 0 else -1) / (1 << 17)  # FFmpeg nudges off exact midpoints
+        delta0 = sync - self.next
+        delta = delta0 + duration
+        if self.vscfr and self.next == 0 and delta0 >= 0.5:  # "not duplicating initial frames"
+            delta, delta0 = duration, 0.0
+            self.next = _lrint(sync)
+        nb0, nb = 0, 1
+        if delta < -1.1:
+            nb = 0
+        elif delta > 1.1:
+            nb = _lrint(delta)
+            if delta0 > 1.1:
+                nb0 = _lrint(delta0 - 0.6)
+        nb0 = min(nb0, nb)
+        self.recent_nb0 = [nb0, *self.recent_nb0[:2]]
+        self.next += nb
+        return nb0, nb - nb0
+
+    def flush(self) -> int:
+        """Copies of the last frame written at the end of the stream (the median of the last three
+        `previous` counts, as FFmpeg's flush)."""
+        return sorted(self.recent_nb0)[1]
+
+
+def _near(value: Fraction) -> int:
+    """FFmpeg's av_rescale_q rounding: to nearest, ties away from zero."""
+    return math.floor(value + Fraction(1, 2)) if value >= 0 else -math.floor(-value + Fraction(1, 2))
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """Quarter turns counter-clockwise that show the frame upright (from its display matrix)."""
+    try:
+        degrees = float(frame.rotation or 0)
+    except (AttributeError, ValueError, TypeError):
+        return 0
+    return round(degrees / 90) % 4
 
 
 def read_audio(path: Path, limits: MediaLimits) -> np.ndarray:
@@ -94,7 +156,12 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
         # Room for the frames the header announces (a little more: rounding, a last long frame);
         # a clip that runs past it is lying about its length. No header duration: the longest allowed.
         limit = int(limits.max_seconds * FPS) + 2
-        capacity = min(limit, math.ceil(duration * FPS * 1.05) + 3) if duration is not None else limit
+        # The 25 fps stream runs from the file's start (a video starting after its audio is padded
+        # with its first frame, as FFmpeg does) and may trail the source by about two frames.
+        offset = 0.0
+        if stream.start_time is not None and stream.time_base:
+            offset = max(float(stream.start_time * stream.time_base) - (container.start_time or 0) / 1_000_000, 0.0)
+        capacity = min(limit, math.ceil((offset + duration) * FPS * 1.05) + 5) if duration is not None else limit
         needed = capacity * height * width * 3
         if needed > limits.max_scratch_bytes:
             raise InputError(
@@ -102,13 +169,17 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
                 f"video_in ({width}x{height}, {duration if duration is not None else 'unknown'} s) would take "
                 f"{needed} bytes decoded; this server allows {limits.max_scratch_bytes}",
             )
-        frames = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(capacity, height, width, 3))
+        frames: np.memmap | None = None
         count = 0
-        step = 1 / float(stream.average_rate) if stream.average_rate else 1 / FPS
+        rate = stream.guessed_rate or stream.average_rate
+        period = min(FPS / float(rate), 1.0) if rate else 1.0
+        start = container.start_time or 0  # FFmpeg shifts the input so the file starts at 0
 
-        def emit_until(seconds: float, image: np.ndarray) -> None:
-            nonlocal count
-            while count / FPS < seconds - 1e-6:
+        def write(image: np.ndarray, times: int) -> None:
+            nonlocal count, frames
+            if frames is None:  # the first frame, turned upright, gives the shape
+                frames = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(capacity, *image.shape))
+            for _ in range(times):
                 if count >= capacity:
                     if capacity < limit:
                         raise InputError("invalid_video", "video_in runs longer than its header says")
@@ -116,24 +187,34 @@ def _decode_to_disk(path: Path, limits: MediaLimits, target: Path) -> np.ndarray
                 frames[count] = image
                 count += 1
 
+        sync = Cfr25(single_stream=len(container.streams) == 1)
         try:
-            previous, last_time = None, 0.0
+            previous = None
             for frame in container.decode(stream):
-                if frame.time is None:
+                if frame.pts is None or frame.time_base is None:
                     continue
                 image = frame.to_ndarray(format="rgb24")
                 if image.shape[:2] != (height, width):
                     raise InputError("invalid_video", "video_in changes resolution mid-stream")
-                # The 25 fps instants before this frame starts show the frame before it.
-                emit_until(frame.time, image if previous is None else previous)
-                previous, last_time = image, frame.time
+                turns = _rotation(frame)
+                if turns:
+                    image = np.ascontiguousarray(np.rot90(image, turns))
+                shifted = frame.pts + _near(Fraction(-start, 1_000_000) / frame.time_base)
+                position = _near(shifted * frame.time_base * FPS * 65536) / 65536
+                duration = period
+                if frame.duration and _lrint(float(frame.duration * frame.time_base * FPS)) > 0:
+                    duration = float(_lrint(float(frame.duration * frame.time_base * FPS)))
+                again, times = sync.take(float(position), duration)
+                write(previous if previous is not None else image, again)  # FFmpeg: no previous yet, this one
+                write(image, times)
+                previous = image
             if previous is not None:
-                emit_until(last_time + step, previous)
+                write(previous, sync.flush())
         except InputError:
             raise
         except (av.error.FFmpegError, ValueError) as exc:
             raise InputError("invalid_video", f"video_in could not be decoded: {exc}") from None
-    if count == 0:
+    if frames is None or count == 0:
         raise InputError("invalid_video", "video_in has no frames")
     frames.flush()
     return frames[:count]

@@ -648,3 +648,39 @@ def test_lipsync_from_local_files_through_uploads_and_a_job_with_no_cloud(
     assert video is not None
     with av.open(io.BytesIO(video.content)) as container:
         assert container.streams.video[0].frames == 52
+
+
+def test_a_portrait_phone_video_is_processed_upright_and_comes_back_upright(
+    tmp_path: Path, backend: LatentSyncTinyBackend
+) -> None:
+    """A phone's portrait clip: its pixels stored sideways, a display matrix turning them upright.
+    The face is found (only upright is it a face), and the output's pixels are upright, so it shows
+    as the input did; outside the face they are the input's as displayed."""
+    upright = np.stack([np.pad(frame, ((32, 32), (0, 0), (0, 0)), mode="edge") for frame in _face_frames()])
+    source = tmp_path / "portrait.mp4"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 320, 256, "yuv420p", {"crf": "12"}
+        stream.set_display_rotation(270)  # shown turned a quarter clockwise: upright
+        for frame in upright:
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(frame, 1)), format="rgb24")
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    settings = make_settings(tmp_path / "server", model="latentsync-tiny", environment="local")
+    with live_server(settings, backend=backend) as server, server.client() as client:
+        with source.open("rb") as video, (fixtures() / "audio" / "speech.wav").open("rb") as speech:
+            face = client.post("/uploads", files={"file": video}, headers={"X-API-Key": KEY}).json()["url"]
+            audio = client.post("/uploads", files={"file": speech}, headers={"X-API-Key": KEY}).json()["url"]
+        answer = client.post(
+            "/predict", json={"video_in": face, "audio_in": audio, "inference_steps": 10}, headers={"X-API-Key": KEY}
+        )
+        assert answer.status_code == 200, answer.text
+        data = client.get(answer.json()["video_url"], headers={"X-API-Key": KEY}).content
+    with av.open(io.BytesIO(data)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        size = container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height
+    assert size == (256, 320) and frames[0].shape == (320, 256, 3)  # upright, no display matrix needed
+    keep = _outside_face(upright[0])
+    assert np.abs(frames[0].astype(int) - upright[0].astype(int))[keep].mean() < 5.0  # two encodes apart

@@ -11,7 +11,6 @@ import pytest
 
 from serve.cli import usage
 
-
 NOVEMBER = datetime(2026, 11, 10, tzinfo=UTC)
 RECORDS = [
     ("alpha", "succeeded", NOVEMBER, 30.5, 1000),
