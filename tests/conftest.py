@@ -52,6 +52,13 @@ def log_lines() -> Iterator[list[str]]:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """The server runs on asyncio (uvicorn); anyio's tests run there only (selenium brings trio,
+    which anyio would otherwise add as a second backend)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
