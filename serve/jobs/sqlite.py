@@ -210,6 +210,9 @@ class SqliteSubscriber:
 
     def _take(self, topic: str, limit: int) -> list[ReceivedMessage]:
         moment = time.time()
+        waiting = "SELECT 1 FROM messages WHERE topic = ? AND model = ? AND visible_at <= ? LIMIT 1"
+        if not self.db.read(waiting, (topic, self.model, moment)):
+            return []  # an idle poll reads without taking the write lock
         taken = []
         with self.db.transaction() as db:
             rows = db.execute(
