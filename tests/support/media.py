@@ -26,17 +26,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def face_and_speech(folder: Path) -> tuple[Path, Path]:
-    """A 1.6 s face video (a real photo, moving a little) and upstream's 2 s speech clip."""
+def face_frames(count: int = 40) -> np.ndarray:
+    """A real face photo (scikit-image's astronaut, 256 px) moved a few pixels per frame."""
     import cv2
-    import numpy as np
     from skimage import data
 
+    photo = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    return np.stack([np.roll(photo, (i % 7) - 3, axis=1) for i in range(count)])
+
+
+def face_and_speech(folder: Path) -> tuple[Path, Path]:
+    """A 1.6 s face video (face_frames at 25 fps) and upstream's 2 s speech clip."""
     from models.mp4 import encode_mp4
     from tests.support.fixtures import fixtures
 
-    photo = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     face, speech = folder / "face.mp4", folder / "speech.wav"
-    encode_mp4(np.stack([np.roll(photo, (i % 7) - 3, axis=1) for i in range(40)]), 25, face)
+    encode_mp4(face_frames(), 25, face)
     speech.write_bytes((fixtures() / "audio" / "speech.wav").read_bytes())
     return face, speech

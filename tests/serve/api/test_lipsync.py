@@ -29,24 +29,17 @@ from models.mp4 import Mp4Options, encode_mp4
 from tests.support.emulators import GcsEmulator
 from tests.support.fixtures import fixtures
 from tests.support.jobs import ALPHA, JobsEnv
+from tests.support.media import face_frames
 from tests.support.server import LiveServer, live_server
 from tests.support.settings import KEY, make_settings
 
 SOURCE_FRAMES = 40  # 1.6 s of video for 2.0 s of speech: the clip plays forwards then backwards
 
 
-def _face_frames() -> np.ndarray:
-    import cv2
-    from skimage import data
-
-    photo = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
-    return np.stack([np.roll(photo, (i % 7) - 3, axis=1) for i in range(SOURCE_FRAMES)])
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("media")
-    encode_mp4(_face_frames(), 25, root / "face.mp4", Mp4Options(crf=12))
+    encode_mp4(face_frames(SOURCE_FRAMES), 25, root / "face.mp4", Mp4Options(crf=12))
     (root / "speech.wav").write_bytes((fixtures() / "audio" / "speech.wav").read_bytes())
     import cv2
     from skimage import data
@@ -656,7 +649,7 @@ def test_a_portrait_phone_video_is_processed_upright_and_comes_back_upright(
     """A phone's portrait clip: its pixels stored sideways, a display matrix turning them upright.
     The face is found (only upright is it a face), and the output's pixels are upright, so it shows
     as the input did; outside the face they are the input's as displayed."""
-    upright = np.stack([np.pad(frame, ((32, 32), (0, 0), (0, 0)), mode="edge") for frame in _face_frames()])
+    upright = np.stack([np.pad(frame, ((32, 32), (0, 0), (0, 0)), mode="edge") for frame in face_frames(SOURCE_FRAMES)])
     source = tmp_path / "portrait.mp4"
     with av.open(str(source), "w") as out:
         stream = out.add_stream("libx264", rate=25)
