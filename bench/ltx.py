@@ -246,13 +246,14 @@ def print_plan(out: Path) -> int:
     """Weights per component from the real configurations built on the meta device, and what each
     stage holds on the card, against an L4's 22 GiB budget, with the text-encoder decision."""
     from models.ltx.backend import WORKING_RESERVE_BYTES, text_encoder_must_wait_on_host
-    from models.ltx.shapes import on_meta, parameters
+    from models.ltx.recipes import UnsupportedCheckpoint, fits_on_card
+    from models.ltx.shapes import TRANSFORMER_2B, TRANSFORMER_13B, VAE_091, VAE_095, on_meta, parameters
 
     gib = 2**30
     components = {
         "T5-XXL encoder (24 layers, d_model 4096)": on_meta("t5"),
         "transformer 2B (28 blocks, 32 x 64)": on_meta("transformer"),
-        "VAE (diffusers' default, 0.9.0)": on_meta("vae"),
+        "VAE 0.9.1 (timestep-conditioned, noise-injecting decoder)": on_meta("vae", VAE_091),
     }
     params = {name: parameters(module) for name, module in components.items()}
     weights = {name: 2 * count for name, count in params.items()}  # bf16
@@ -272,7 +273,23 @@ def print_plan(out: Path) -> int:
     print("| stage | on the card GiB | within 22 GiB |\n|---|---|---|")
     for name, size in stages.items():
         print(f"| {name} | {size / gib:.2f} | {'yes' if size <= 22 * gib else 'NO'} |")
+    families = {
+        "2B with the 0.9.1 VAE": (TRANSFORMER_2B, VAE_091),
+        "2B with the 0.9.5+ VAE": (TRANSFORMER_2B, VAE_095),
+        "13B with the 0.9.5+ VAE (0.9.7, 0.9.8)": (TRANSFORMER_13B, VAE_095),
+    }
+    verdicts: dict[str, str] = {}
+    for name, (transformer_config, vae_config) in families.items():
+        try:
+            fits_on_card(transformer_config, vae_config, l4, WORKING_RESERVE_BYTES)
+            verdicts[name] = "served"
+        except UnsupportedCheckpoint as refused:
+            verdicts[name] = f"refused: {refused}"
+    print("\nOn an L4, per checkpoint family (transformer + VAE + working reserve; T5 can wait on the host):")
+    for name, verdict in verdicts.items():
+        print(f"- {name}: {verdict}")
     plan = {
+        "l4_checkpoints": verdicts,
         "parameters": params,
         "bf16_gib": {k: round(v / gib, 3) for k, v in weights.items()},
         "l4_text_encoder_offloaded": offload,

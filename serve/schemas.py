@@ -122,6 +122,11 @@ class PredictMetadata(BaseModel):
     revision: str
     request_id: str
     parameters: dict[str, Any]
+    recipe: str | None = Field(
+        None,
+        description="How the checkpoint runs (LTX-Video: its version; a distilled one fixes its steps and "
+        "turns guidance off, whatever parameters say)",
+    )
     timings: dict[str, float] = Field(description="Seconds per stage: queue, encode_prompt, denoise, decode, ...")
 
 

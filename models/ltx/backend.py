@@ -1,21 +1,23 @@
-"""`ltx-video`: Lightricks LTX-Video through diffusers' `LTXPipeline`."""
+"""`ltx-video`: Lightricks LTX-Video through diffusers' `LTXPipeline` (0.9.0, 0.9.1) or
+`LTXConditionPipeline` (0.9.5 and later), each checkpoint with its recipe (models/ltx/recipes.py)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import LTXImageToVideoPipeline, LTXPipeline
+from diffusers import LTXConditionPipeline, LTXImageToVideoPipeline, LTXPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from models.base import BackendOptions, GenerationRequest, StepCallback, Video
 from models.device import resolve_device, resolve_dtype
 from models.ltx.optimize import OptimizeOptions, Step, optimize
-from models.ltx.recipes import Recipe, recipe_from_configs, recipe_of
+from models.ltx.recipes import Recipe, configs_of, declared_variant, fits_on_card, recipe_from_configs
 from models.mp4 import encode_mp4
 
 # A probe for the speedups: every layer and the guidance batch, in well under a second on a GPU.
@@ -42,7 +44,30 @@ def text_encoder_must_wait_on_host(card_bytes: int, weights_bytes: int) -> bool:
     return weights_bytes + WORKING_RESERVE_BYTES > card_bytes
 
 
-def _weight_bytes(pipe: LTXPipeline) -> int:
+LTX_PIPELINES: dict[str, type[Any]] = {"LTXPipeline": LTXPipeline, "LTXConditionPipeline": LTXConditionPipeline}
+
+
+class _IdentityShiftWarning(logging.Filter):
+    """LTXConditionPipeline always hands its scheduler timesteps without sigmas, and the scheduler
+    warns that its shifting may then disagree with them: on every request. With a shift of 1 and
+    no dynamic or terminal shift (0.9.5+ checkpoints' scheduler) the shifting is the identity and
+    the two agree, so the warning says nothing; it is dropped only while such a scheduler is loaded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("`timesteps` were passed without `sigmas`")
+
+
+_SCHEDULER_LOG = logging.getLogger("diffusers.schedulers.scheduling_flow_match_euler_discrete")
+_IDENTITY_SHIFT = _IdentityShiftWarning()
+
+
+def shift_is_identity(config: dict[str, Any]) -> bool:
+    return float(config.get("shift", 1.0)) == 1.0 and not config.get("use_dynamic_shifting") and not config.get(
+        "shift_terminal"
+    )
+
+
+def _weight_bytes(pipe: Any) -> int:
     modules = (pipe.text_encoder, pipe.transformer, pipe.vae)
     return sum(p.numel() * p.element_size() for module in modules for p in module.parameters())
 
@@ -57,9 +82,11 @@ class LTXVideoBackend:
         self.options = options
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
-        self.pipe: LTXPipeline | None = None
-        # The same components as an image-to-video pipeline (no second copy of any weight).
-        self.image_pipe: LTXImageToVideoPipeline | None = None
+        # LTXPipeline or LTXConditionPipeline, as the recipe says.
+        self.pipe: Any = None
+        # Image-to-video: the same components (no second copy of any weight) in diffusers'
+        # LTXImageToVideoPipeline, or the condition pipeline itself, which takes an image.
+        self.image_pipe: Any = None
         self.optimize_options: OptimizeOptions = options.optimize or OptimizeOptions()
         self.optimizations: list[Step] = []
         # on | off | auto: decided at load from the card's memory and the weights (see load()).
@@ -70,14 +97,31 @@ class LTXVideoBackend:
         # CUDA only: peak GiB allocated during each stage of the last request (the benchmark's).
         self.last_stage_peaks: dict[str, float] = {}
 
-    def _build_pipeline(self) -> LTXPipeline:
-        source = self.options.model_path or DEFAULT_HUB_ID
+    @property
+    def source(self) -> str:
+        return self.options.model_path or DEFAULT_HUB_ID
+
+    def _card_bytes(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.get_device_properties(self.device).total_memory)
+
+    def _build_pipeline(self) -> Any:
+        source = self.source
         local = Path(source).is_dir()
         if not local and source.startswith(("/", ".", "~")):
             raise FileNotFoundError(f"MODEL_PATH {source} is not a directory (expected a diffusers model directory)")
+        pipeline: type[Any] = LTXPipeline
         if local:
-            recipe_of(Path(source))  # refuses a checkpoint this server cannot run before reading its weights
-        return LTXPipeline.from_pretrained(
+            # Refuse a checkpoint this server cannot run, or this card cannot hold, before reading
+            # its weights, and load it with the pipeline its recipe names.
+            pipeline_class, transformer, vae = configs_of(Path(source))
+            recipe = recipe_from_configs(pipeline_class, transformer, vae, declared_variant(source))
+            card = self._card_bytes()
+            if card is not None:
+                fits_on_card(transformer, vae, card, WORKING_RESERVE_BYTES)
+            pipeline = LTX_PIPELINES[recipe.pipeline]
+        return pipeline.from_pretrained(
             source,
             revision=None if local else self.options.revision,
             dtype=self.dtype,
@@ -86,9 +130,17 @@ class LTXVideoBackend:
 
     def load(self) -> None:
         pipe = self._build_pipeline()
-        self.recipe = recipe_from_configs(None, dict(pipe.transformer.config), dict(pipe.vae.config))
-        if self.options.text_encoder_offload == "auto" and self.device.type == "cuda":
-            card = torch.cuda.get_device_properties(self.device).total_memory
+        transformer, vae = dict(pipe.transformer.config), dict(pipe.vae.config)
+        self.recipe = recipe_from_configs(type(pipe).__name__, transformer, vae, declared_variant(self.source))
+        card = self._card_bytes()
+        if card is not None and not Path(self.source).is_dir():  # a directory was checked before loading
+            fits_on_card(transformer, vae, card, WORKING_RESERVE_BYTES)
+        wanted = LTX_PIPELINES[self.recipe.pipeline]
+        if type(pipe) is not wanted:  # the same components in the pipeline the recipe names
+            pipe = wanted(**pipe.components)
+        if self.recipe.conditioned and shift_is_identity(dict(pipe.scheduler.config)):
+            _SCHEDULER_LOG.addFilter(_IDENTITY_SHIFT)  # once: a filter is added only if absent
+        if self.options.text_encoder_offload == "auto" and card is not None:
             self.offload_text_encoder = text_encoder_must_wait_on_host(card, _weight_bytes(pipe))
         pipe.to(self.device)
         if self.offload_text_encoder:
@@ -99,7 +151,7 @@ class LTXVideoBackend:
             pipe.vae.enable_tiling()
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
-        self.image_pipe = LTXImageToVideoPipeline(**pipe.components)
+        self.image_pipe = pipe if self.recipe.conditioned else LTXImageToVideoPipeline(**pipe.components)
         self.image_pipe.set_progress_bar_config(disable=True)
         self.optimizations = optimize(pipe, self.device, self.optimize_options, self._probe)
         if any(step.name.startswith("compile") and step.status == "on" for step in self.optimizations):
@@ -117,7 +169,7 @@ class LTXVideoBackend:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "mode": self.optimize_options.mode,
-            "recipe": self.recipe.name,
+            "recipe": self.recipe.summary(),
             "text_encoder": "waits on the host" if self.offload_text_encoder else "resident",
             "optimizations": [f"{o.name}={o.status}" for o in self.optimizations],
         }
@@ -160,7 +212,11 @@ class LTXVideoBackend:
                 f"height and width must be multiples of {spatial} and num_frames of the form {temporal}k+1"
             )
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        guided = request.guidance_scale > 1.0
+        # A distilled checkpoint fixes its guidance (off) and its schedule whatever the request asks.
+        recipe = self.recipe
+        guidance_scale = recipe.guidance(request.guidance_scale)
+        guided = guidance_scale > 1.0
+        total_steps = recipe.steps(request.num_inference_steps)
         self.last_stage_peaks = {}
         self._sync("before")
 
@@ -185,16 +241,22 @@ class LTXVideoBackend:
         start = time.perf_counter()
 
         def step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(i + 1, request.num_inference_steps)
+            on_step(i + 1, total_steps)
             return {}
 
         try:
-            # Image-to-video: the same components through diffusers' image-to-video loop, which
-            # encodes the picture (fitted to height x width) as the first latent frame.
+            # Image-to-video: the same components through diffusers' image-to-video loop (or the
+            # condition pipeline's image at frame 0), which encodes the picture (fitted to
+            # height x width) as the first latent frame.
             denoise: Any = pipe
             extra: dict[str, Any] = {}
+            if recipe.conditioned:
+                extra = {
+                    "timesteps": list(recipe.timesteps) if recipe.timesteps else None,
+                    "guidance_rescale": recipe.guidance_rescale,
+                    "image_cond_noise_scale": recipe.image_cond_noise_scale,
+                }
             if request.image_path is not None:
-                assert self.image_pipe is not None
                 denoise = self.image_pipe
                 with Image.open(request.image_path) as picture:
                     extra["image"] = picture.convert("RGB")
@@ -209,7 +271,7 @@ class LTXVideoBackend:
                 num_frames=request.num_frames,
                 frame_rate=request.fps,
                 num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
+                guidance_scale=guidance_scale,
                 generator=generator,
                 output_type="latent",
                 return_dict=False,
@@ -246,21 +308,23 @@ class LTXVideoBackend:
         latent_frames = (request.num_frames - 1) // pipe.vae_temporal_compression_ratio + 1
         latent_height = request.height // pipe.vae_spatial_compression_ratio
         latent_width = request.width // pipe.vae_spatial_compression_ratio
-        latents = pipe._unpack_latents(
-            latents,
-            latent_frames,
-            latent_height,
-            latent_width,
-            pipe.transformer_spatial_patch_size,
-            pipe.transformer_temporal_patch_size,
-        )
+        if latents.ndim == 3:  # LTXPipeline's are packed (batch, tokens, channels); the condition pipeline's are not
+            latents = pipe._unpack_latents(
+                latents,
+                latent_frames,
+                latent_height,
+                latent_width,
+                pipe.transformer_spatial_patch_size,
+                pipe.transformer_temporal_patch_size,
+            )
         latents = pipe._denormalize_latents(
             latents, pipe.vae.latents_mean, pipe.vae.latents_std, pipe.vae.config.scaling_factor
         ).to(dtype)
         timestep = None
         if pipe.vae.config.timestep_conditioning:
             # The recipe's decode timestep, with that much fresh noise (from the request's generator,
-            # as the pipeline draws it) mixed into the latents: 0.9.1's 0.03 and 0.025.
+            # as the pipeline draws it) mixed into the latents: 0.9.1's 0.03 and 0.025, 0.05 and
+            # 0.025 from 0.9.5.
             recipe = self.recipe
             noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
             timestep = torch.full(

@@ -11,7 +11,15 @@ from __future__ import annotations
 import string
 
 import torch
-from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+from typing import Any
+
+from diffusers import (
+    AutoencoderKLLTXVideo,
+    FlowMatchEulerDiscreteScheduler,
+    LTXConditionPipeline,
+    LTXPipeline,
+    LTXVideoTransformer3DModel,
+)
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
@@ -31,6 +39,8 @@ SCHEDULER_CONFIG = {
     "max_image_seq_len": 4096,
     "shift_terminal": 0.1,
 }
+# 0.9.5 and later: a fixed schedule shape (the condition pipeline computes its own sigmas).
+SCHEDULER_CONFIG_095 = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -54,10 +64,61 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_pipeline(seed: int = 0, layers: int = 2, noisy_vae: bool = False) -> LTXPipeline:
+def _vae(noisy: bool) -> AutoencoderKLLTXVideo:
+    return AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
+        decoder_inject_noise=(noisy,) * 5,
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=noisy,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+
+
+def _vae_095() -> AutoencoderKLLTXVideo:
+    """0.9.5's VAE layout (models/ltx/shapes.py VAE_095), narrow: the same blocks, downsampling
+    kinds and compression (32x, 8x), residual upsampling, timestep-conditioned, no injected noise."""
+    return AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=(8, 8, 16, 16, 32),
+        down_block_types=("LTXVideo095DownBlock3D",) * 4,
+        downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+        decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, True),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(False, False, False, False),
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+        spatial_compression_ratio=32,
+        temporal_compression_ratio=8,
+    )
+
+
+def build_tiny_pipeline(seed: int = 0, layers: int = 2, noisy_vae: bool = False, later: bool = False) -> Any:
     """All five LTX pipeline components, tiny and seeded; the global RNG is left untouched.
     `layers` transformer blocks (block caching needs at least two). `noisy_vae`: a decoder like
-    0.9.1's, timestep-conditioned and injecting noise in every block."""
+    0.9.1's, timestep-conditioned and injecting noise in every block. `later`: a 0.9.5-style
+    checkpoint (its VAE layout and scheduler) as an `LTXConditionPipeline`."""
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -85,25 +146,7 @@ def build_tiny_pipeline(seed: int = 0, layers: int = 2, noisy_vae: bool = False)
             num_layers=layers,
             caption_channels=TEXT_WIDTH,
         )
-        vae = AutoencoderKLLTXVideo(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=LATENT_CHANNELS,
-            block_out_channels=(8, 8, 8, 8),
-            decoder_block_out_channels=(8, 8, 8, 8),
-            layers_per_block=(1, 1, 1, 1, 1),
-            decoder_layers_per_block=(1, 1, 1, 1, 1),
-            spatio_temporal_scaling=(True, True, True, False),
-            decoder_spatio_temporal_scaling=(True, True, True, False),
-            decoder_inject_noise=(noisy_vae,) * 5,
-            upsample_residual=(False, False, False, False),
-            upsample_factor=(1, 1, 1, 1),
-            timestep_conditioning=noisy_vae,
-            patch_size=4,
-            patch_size_t=1,
-            encoder_causal=True,
-            decoder_causal=False,
-        )
+        vae = _vae_095() if later else _vae(noisy_vae)
         if noisy_vae:
             # The noise scales start at zero (no noise at all); trained checkpoints have learned ones.
             with torch.no_grad():
@@ -114,10 +157,9 @@ def build_tiny_pipeline(seed: int = 0, layers: int = 2, noisy_vae: bool = False)
     # from_pretrained() returns them in eval mode, so match it.
     for module in (text_encoder, transformer, vae):
         module.eval()
-    scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
-    return LTXPipeline(
-        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
-    )
+    scheduler = FlowMatchEulerDiscreteScheduler(**(SCHEDULER_CONFIG_095 if later else SCHEDULER_CONFIG))
+    pipeline = LTXConditionPipeline if later else LTXPipeline
+    return pipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
 
 
 class LTXVideoTinyBackend(LTXVideoBackend):

@@ -27,6 +27,7 @@ from google.api_core.exceptions import GoogleAPIError
 from google.cloud import storage
 from google.cloud.storage import transfer_manager
 
+from models.ltx.recipes import MARKER, VARIANTS, declared_variant
 from serve.io.checksums import file_crc32c
 from serve.obs.logs import configure_logging
 
@@ -78,6 +79,14 @@ def download_from_hub(hub_id: str, hub_revision: str, directory: Path) -> list[s
         ignore_patterns=HUB_IGNORED,
     )
     return patterns
+
+
+def declare_variant(directory: Path, variant: str) -> None:
+    """Write what a checkpoint's configs cannot say (a distilled LTX-Video checkpoint) into the
+    directory, as `videogen.json`, so it travels with the weights and the server runs its recipe."""
+    if variant not in VARIANTS:
+        raise CacheError(f"variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+    (directory / MARKER).write_text(json.dumps({"variant": variant}) + "\n")
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         "(needs hub access), e.g. Lightricks/LTX-Video-0.9.1",
     )
     commands.choices["push"].add_argument("--hub-revision", default="main", help="the hub revision (default main)")
+    commands.choices["push"].add_argument(
+        "--variant",
+        choices=VARIANTS,
+        help=f"declare the checkpoint's variant in {MARKER} (LTX-Video 0.9.5+: distilled ones run their 8-step "
+        "recipe); default: distilled when --hub-id names a distilled repository",
+    )
     commands.add_parser("verify").add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
     configure_logging("INFO", model_libraries=False)
@@ -261,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.hub_id:
                 patterns = download_from_hub(args.hub_id, args.hub_revision, args.dir)
                 log.info("downloaded from the hub", extra={"hub_id": args.hub_id, "patterns": patterns})
+            variant = args.variant or (declared_variant(args.hub_id) if args.hub_id else None)
+            if variant is not None:
+                declare_variant(args.dir, variant)
+                log.info("declared the variant", extra={"variant": variant, "file": MARKER})
             push(client, args.bucket, args.model, args.revision, args.dir)
         else:
             pull(client, args.bucket, args.model, args.revision, args.dir, workers=args.workers)

@@ -188,6 +188,7 @@ class PredictionService:
                 revision=described["revision"],
                 request_id=request_id,
                 parameters=body.model_dump(),
+                recipe=described.get("recipe"),
                 timings=timings,
             ),
         )

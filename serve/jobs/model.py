@@ -171,13 +171,18 @@ def finish_changes(
     error: dict[str, str] | None,
     gpu_seconds: float,
     bytes_out: int,
+    progress: tuple[int, int] | None = None,
 ) -> dict[str, Any] | None:
-    """running -> terminal, once: None when the job is terminal already or another worker holds it."""
+    """running -> terminal, once: None when the job is terminal already or another worker holds it.
+    `progress`: the last (step, total) the model reported; the stored total was the request's step
+    count, which a model may not run (a distilled checkpoint's fixed schedule)."""
     if is_terminal(job["status"]) or job.get("worker") != worker:
         return None
     message = f"{status.value}" + (f": {error['code']}: {error['message']}" if error else "")
     changes = terminal_changes(job, status, message)
     changes.update(result=result, error=error, lease_expires_at=None, gpu_seconds=gpu_seconds, bytes_out=bytes_out)
+    if progress is not None and progress[1] > 0:
+        changes["progress"] = {"step": progress[0], "total": progress[1]}
     return changes
 
 

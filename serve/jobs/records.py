@@ -99,15 +99,24 @@ class JobRecords(ABC):
         error: dict[str, str] | None = None,
         gpu_seconds: float = 0.0,
         bytes_out: int = 0,
+        progress: tuple[int, int] | None = None,
     ) -> bool:
         """running -> terminal, once; False when the job was already terminal or another worker
-        holds it. The job's usage (GPU seconds, bytes out) is recorded in the same write."""
+        holds it. The job's usage (GPU seconds, bytes out) and its last progress (step, total, as
+        the model counted them) are recorded in the same write."""
 
         def decide(job: dict[str, Any] | None) -> tuple[dict[str, Any] | None, bool]:
             if job is None:
                 return None, False
             changes = finish_changes(
-                job, worker, status, result=result, error=error, gpu_seconds=gpu_seconds, bytes_out=bytes_out
+                job,
+                worker,
+                status,
+                result=result,
+                error=error,
+                gpu_seconds=gpu_seconds,
+                bytes_out=bytes_out,
+                progress=progress,
             )
             return changes, changes is not None
 

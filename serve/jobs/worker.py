@@ -158,6 +158,7 @@ class JobWorker:
             error = {"code": outcome.error["code"], "message": f"{outcome.error['message']} (after {attempt} attempts)"}
             self._give_up(received.ack_id, job_id, error)
             return
+        task = holder.get("task")
         final = self.store.finish(
             job_id,
             self.name,
@@ -166,6 +167,7 @@ class JobWorker:
             error=outcome.error,
             gpu_seconds=outcome.gpu_seconds,
             bytes_out=outcome.bytes_out,
+            progress=(task.step, task.total) if task is not None and task.steps_total else None,
         )
         log.info("job finished", extra={"job_id": job_id, "status": outcome.status.value, "recorded": final})
         self._ack(received.ack_id)

@@ -91,3 +91,38 @@ def test_missing_local_directory_fails_load(tmp_path: Path) -> None:
     backend = LTXVideoBackend(BackendOptions(model_path=str(tmp_path / "absent"), device="cpu"))
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         backend.load()
+
+
+def test_a_distilled_checkpoint_is_served_with_its_recipe_and_says_so(tmp_path: Path) -> None:
+    """Over HTTP with the local defaults (jobs on SQLite): a declared-distilled 0.9.5-style directory
+    runs eight steps whatever the body asks; the job's progress counts them and the response's
+    metadata names the recipe beside the parameters as sent."""
+    import json
+    import time
+
+    from diffusers import LTXConditionPipeline
+
+    directory = tmp_path / "distilled"
+    LTXConditionPipeline(**build_tiny_pipeline(later=True).components).save_pretrained(directory)
+    (directory / "videogen.json").write_text(json.dumps({"variant": "distilled"}))
+    settings = make_settings(tmp_path, model="ltx-video", model_path=str(directory), environment="local")
+    body = {"prompt": "a lighthouse", "height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 3}
+    with live_server(settings) as live, live.client() as client:
+        predicted = client.post("/predict", json=body, headers={"X-API-Key": KEY})
+        job = client.post("/jobs", json=body, headers={"X-API-Key": KEY}).json()
+        deadline = time.monotonic() + 60
+        while (done := client.get(f"/jobs/{job['job_id']}", headers={"X-API-Key": KEY}).json())["status"] not in {
+            "succeeded",
+            "failed",
+        }:
+            assert time.monotonic() < deadline, done
+            time.sleep(0.1)
+        described = client.get("/").json()
+    assert predicted.status_code == 200, predicted.text
+    recipe = "0.9.5+ distilled (8 fixed steps, guidance 1)"
+    metadata = predicted.json()["metadata"]
+    assert metadata["recipe"] == recipe and metadata["parameters"]["num_inference_steps"] == 3
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"step": 8, "total": 8, "fraction": 1.0}
+    assert done["result"]["metadata"]["recipe"] == recipe
+    assert recipe in json.dumps(described)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,3 +164,31 @@ def test_hub_patterns_take_exactly_what_the_pipeline_loads(tiny_dir: Path, tmp_p
 def test_a_repository_that_is_not_diffusers_is_refused() -> None:
     with pytest.raises(weights.CacheError, match="_class_name"):
         weights.hub_patterns({"scheduler": ["diffusers", "X"]})
+
+
+def test_push_declares_a_distilled_checkpoint_and_the_pulled_copy_runs_its_recipe(
+    gcs_emulator: GcsEmulator, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing in a distilled checkpoint's configs says so: `push --variant distilled` (the default
+    for a hub repository named distilled) writes videogen.json, which travels in the manifest, and
+    the VM's pulled copy runs the distilled recipe."""
+    from diffusers import LTXConditionPipeline
+
+    source = tmp_path / "src"
+    LTXConditionPipeline(**build_tiny_pipeline(later=True).components).save_pretrained(source)
+    client = gcs_emulator.client()
+    monkeypatch.setattr(weights.storage, "Client", lambda **_: client)
+    args = ["push", "--bucket", bucket, "--model", "ltx-video", "--revision", "d1", "--dir", str(source)]
+    with pytest.raises(SystemExit):  # argparse refuses a variant it does not know
+        weights.main([*args, "--variant", "turbo"])
+    assert weights.main([*args, "--variant", "distilled"]) == 0
+    pulled = tmp_path / "pulled"
+    weights.pull(client, bucket, "ltx-video", "d1", pulled)
+    assert weights.verify(pulled) == []
+    assert json.loads((pulled / "videogen.json").read_text()) == {"variant": "distilled"}
+    backend = LTXVideoBackend(BackendOptions(model_path=str(pulled), device="cpu"))
+    backend.load()
+    assert backend.describe()["recipe"] == "0.9.5+ distilled (8 fixed steps, guidance 1)"
+    # The hub id decides when --variant is not given.
+    assert weights.declared_variant("Lightricks/LTX-Video-0.9.8-2B-distilled") == "distilled"
+    assert weights.declared_variant("Lightricks/LTX-Video-0.9.7-dev") is None
