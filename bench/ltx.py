@@ -15,6 +15,7 @@ stand-in with T5-XXL's width (the reference figures exclude text encoding).
     python -m bench.ltx --height 512 --width 768 --frames 121 --steps 50
     python -m bench.ltx --model-path /var/lib/videogen/weights/ltx-video/0.9.1   # real weights
     python -m bench.ltx --plan                             # the L4 memory plan, from the meta device
+    python -m bench.ltx --offload-copy                     # the text encoder's visit: pageable vs pinned
 
 Each variant runs in a fresh process (`--no-isolate` to share one), so one variant's compiled code,
 caches or memory do not flatter or burden the next. Spread: p50 and p90 over the runs after the
@@ -300,6 +301,61 @@ def print_plan(out: Path) -> int:
     return 0
 
 
+def offload_copy(out: Path, gib: float, runs: int) -> int:
+    """The text encoder's visit to the card when it waits on the host, per request: before, `.to(cuda)`
+    then `.to("cpu")` (both ways, pageable memory); now `HostResident` (one way, pinned, no copy
+    back). `gib` of bf16 weights in T5-XXL-like 64 MiB tensors (8.87 for T5-XXL's encoder); on a CPU
+    the same code runs host to host, which only checks it."""
+    from models.ltx.offload import HostResident
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = max(1, round(gib * 2**30 / (32 * 2**20 * 2)))
+    module = torch.nn.ParameterList(
+        [torch.nn.Parameter(torch.zeros(32 * 2**20, dtype=torch.bfloat16), requires_grad=False) for _ in range(count)]
+    )
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+
+    def synced(action: Any) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        action()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def round_trip() -> None:
+        module.to(device)
+        module.to("cpu")
+
+    pageable = [synced(round_trip) for _ in range(runs)]
+    host = HostResident(module, device)
+
+    def visit() -> None:
+        with host.on_device():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+    pinned = [synced(visit) for _ in range(runs)]
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (host to host)",
+        "gib": round(size / 2**30, 3),
+        "runs": runs,
+        "pageable_round_trip_seconds": {"p50": round(statistics.median(pageable), 4), "p90": round(_p90(pageable), 4)},
+        "pinned_visit_seconds": {"p50": round(statistics.median(pinned), 4), "p90": round(_p90(pinned), 4)},
+    }
+    print(
+        f"| {report['device']}, {report['gib']} GiB | p50 s | p90 s |\n|---|---|---|\n"
+        f"| .to(device) + .to(cpu), pageable | {report['pageable_round_trip_seconds']['p50']} "
+        f"| {report['pageable_round_trip_seconds']['p90']} |\n"
+        f"| HostResident visit, pinned{'' if host.pinned else ' (not pinned: CPU)'} "
+        f"| {report['pinned_visit_seconds']['p50']} | {report['pinned_visit_seconds']['p90']} |"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def psnr(reference: Any, frames: Any) -> float:
     """Peak signal-to-noise ratio of decoded uint8 frames, in dB (inf when identical)."""
     mse = float(((reference.astype("float64") - frames.astype("float64")) ** 2).mean())
@@ -353,11 +409,23 @@ def main(argv: list[str] | None = None) -> int:
         "--isolate", action=argparse.BooleanOptionalAction, default=True, help="each variant in a fresh process"
     )
     parser.add_argument("--plan", action="store_true", help="print the L4 memory plan (meta device) and exit")
+    parser.add_argument(
+        "--offload-copy",
+        type=float,
+        nargs="?",
+        const=8.87,
+        default=None,
+        metavar="GIB",
+        help="time the text encoder's visit to the card (pageable round trip vs pinned), GIB of weights "
+        "(default T5-XXL's 8.87), and exit",
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)  # a child process: this variant, results into --dump
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.plan:
         return print_plan(args.out.with_name("ltx_plan.json"))
+    if args.offload_copy is not None:
+        return offload_copy(args.out.with_name("ltx_offload_copy.json"), args.offload_copy, max(args.runs, 5))
     device = torch.device("cuda" if cuda else "cpu")
     if args.memory_cap_gib is not None and cuda:
         total = torch.cuda.get_device_properties(device).total_memory

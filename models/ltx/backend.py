@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from models.base import BackendOptions, GenerationRequest, StepCallback, Video
 from models.device import resolve_device, resolve_dtype
+from models.ltx.offload import HostResident
 from models.ltx.optimize import OptimizeOptions, Step, optimize
 from models.ltx.recipes import Recipe, configs_of, declared_variant, fits_on_card, recipe_from_configs
 from models.mp4 import encode_mp4
@@ -62,8 +64,10 @@ _IDENTITY_SHIFT = _IdentityShiftWarning()
 
 
 def shift_is_identity(config: dict[str, Any]) -> bool:
-    return float(config.get("shift", 1.0)) == 1.0 and not config.get("use_dynamic_shifting") and not config.get(
-        "shift_terminal"
+    return (
+        float(config.get("shift", 1.0)) == 1.0
+        and not config.get("use_dynamic_shifting")
+        and not config.get("shift_terminal")
     )
 
 
@@ -91,6 +95,8 @@ class LTXVideoBackend:
         self.optimizations: list[Step] = []
         # on | off | auto: decided at load from the card's memory and the weights (see load()).
         self.offload_text_encoder = options.text_encoder_offload == "on"
+        # The text encoder's weights on the host (pinned on CUDA) when it waits there.
+        self.text_encoder_host: HostResident | None = None
         self.last_latents: torch.Tensor | None = None
         # How this checkpoint is run (models/ltx/recipes.py), known once loaded.
         self.recipe = Recipe("unloaded", decode_timestep=0.0, decode_noise_scale=0.0)
@@ -142,11 +148,13 @@ class LTXVideoBackend:
             _SCHEDULER_LOG.addFilter(_IDENTITY_SHIFT)  # once: a filter is added only if absent
         if self.options.text_encoder_offload == "auto" and card is not None:
             self.offload_text_encoder = text_encoder_must_wait_on_host(card, _weight_bytes(pipe))
-        pipe.to(self.device)
         if self.offload_text_encoder:
-            pipe.text_encoder.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            # It never lands on the card at load; it visits it from pinned memory to encode.
+            self.text_encoder_host = HostResident(pipe.text_encoder, self.device)
+            pipe.transformer.to(self.device)
+            pipe.vae.to(self.device)
+        else:
+            pipe.to(self.device)
         if self.options.vae_tiling:
             pipe.vae.enable_tiling()
         pipe.set_progress_bar_config(disable=True)
@@ -170,7 +178,7 @@ class LTXVideoBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "mode": self.optimize_options.mode,
             "recipe": self.recipe.summary(),
-            "text_encoder": "waits on the host" if self.offload_text_encoder else "resident",
+            "text_encoder": self._text_encoder_place(),
             "optimizations": [f"{o.name}={o.status}" for o in self.optimizations],
         }
 
@@ -222,18 +230,13 @@ class LTXVideoBackend:
 
         # 2. Encode prompt (and the negative prompt for classifier-free guidance).
         start = time.perf_counter()
-        if self.offload_text_encoder:
-            pipe.text_encoder.to(self.device)
-        try:
+        with self._text_encoder_on_device():
             embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt,
                 do_classifier_free_guidance=guided,
                 device=self.device,
             )
-        finally:
-            if self.offload_text_encoder:
-                pipe.text_encoder.to("cpu")
         self._sync("encode_prompt")
         timings["encode_prompt"] = time.perf_counter() - start
 
@@ -299,6 +302,16 @@ class LTXVideoBackend:
         array = frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
         timings["to_frames"] = time.perf_counter() - start
         return array
+
+    def _text_encoder_place(self) -> str:
+        host = self.text_encoder_host
+        if host is None:
+            return "resident"
+        return "waits on the host (pinned)" if host.pinned else "waits on the host"
+
+    def _text_encoder_on_device(self) -> AbstractContextManager[Any]:
+        host = self.text_encoder_host
+        return host.on_device() if host is not None else nullcontext()
 
     def _decode(
         self, latents: torch.Tensor, request: GenerationRequest, generator: torch.Generator, dtype: torch.dtype

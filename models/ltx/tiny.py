@@ -9,10 +9,9 @@ space, 8x in time), so request sizes behave as they will on the real model.
 from __future__ import annotations
 
 import string
-
-import torch
 from typing import Any
 
+import torch
 from diffusers import (
     AutoencoderKLLTXVideo,
     FlowMatchEulerDiscreteScheduler,
@@ -159,7 +158,9 @@ def build_tiny_pipeline(seed: int = 0, layers: int = 2, noisy_vae: bool = False,
         module.eval()
     scheduler = FlowMatchEulerDiscreteScheduler(**(SCHEDULER_CONFIG_095 if later else SCHEDULER_CONFIG))
     pipeline = LTXConditionPipeline if later else LTXPipeline
-    return pipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
+    return pipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
+    )
 
 
 class LTXVideoTinyBackend(LTXVideoBackend):

@@ -45,3 +45,14 @@ def test_the_plan_counts_the_real_components_on_the_meta_device(tmp_path: Path) 
     assert 4.7e9 < params[0] < 4.8e9 and 1.9e9 < params[1] < 2.0e9  # T5-XXL encoder, 2B transformer
     assert plan["l4_text_encoder_offloaded"] is True
     assert all(size < 22 for size in plan["stages_gib"].values())
+    assert 0.93e9 < params[2] < 0.94e9  # the 0.9.1 VAE: 1.74 GiB in bf16
+    verdicts = plan["l4_checkpoints"]
+    assert [v.split(":")[0] for v in verdicts.values()] == ["served", "served", "refused"]
+
+
+def test_the_offload_copy_measurement_runs_the_real_visit(tmp_path: Path) -> None:
+    """`--offload-copy` (a GPU figure) on the CPU: the same code, a small size, figures written."""
+    assert ltx.main(["--offload-copy", "0.25", "--runs", "2", "--out", str(tmp_path / "ltx.json")]) == 0
+    report = json.loads((tmp_path / "ltx_offload_copy.json").read_text())
+    assert report["gib"] == 0.25 and report["runs"] == 5
+    assert report["pinned_visit_seconds"]["p50"] >= 0

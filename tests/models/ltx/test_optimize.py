@@ -3,6 +3,8 @@ they claim, a speedup that breaks the model is undone, the text encoder leaves t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -88,24 +90,48 @@ def test_a_speedup_that_breaks_the_model_is_undone_and_reported() -> None:
 def test_text_encoder_waits_off_the_device_while_the_transformer_runs() -> None:
     backend = LTXVideoTinyBackend(BackendOptions(device="cpu", text_encoder_offload="on"))
     backend.load()
-    assert backend.pipe is not None
-    pipe = backend.pipe
+    assert backend.pipe is not None and backend.text_encoder_host is not None
+    pipe, host = backend.pipe, backend.text_encoder_host
     events: list[str] = []
-    original_to = pipe.text_encoder.to
+    visit = host.on_device
 
-    def to(*args: Any, **kwargs: Any) -> Any:
-        events.append(f"text_encoder.to({args[0]})")
-        return original_to(*args, **kwargs)
+    @contextmanager
+    def recorded() -> Iterator[Any]:
+        events.append("on device")
+        with visit() as module:
+            yield module
+        events.append("back on the host")
 
-    pipe.text_encoder.to = to  # type: ignore[method-assign]
+    host.on_device = recorded  # type: ignore[method-assign]
     pipe.text_encoder.register_forward_hook(lambda *args: events.append("encode"))
     pipe.transformer.register_forward_hook(lambda *args: events.append("transformer"))
     backend.render(REQUEST, lambda step, total: None)
     first_transformer = events.index("transformer")
-    # On the CPU both moves name the CPU; on CUDA the first is to the GPU. Two moves, around the encoding.
-    assert events[0] == "text_encoder.to(cpu)" and events.count("text_encoder.to(cpu)") == 2
-    assert events[first_transformer - 1] == "text_encoder.to(cpu)"  # moved off before denoising
-    assert events.index("encode") < first_transformer
+    assert events[: events.index("back on the host") + 1] == ["on device", "encode", "encode", "back on the host"]
+    assert events.index("back on the host") < first_transformer  # off the device before denoising
+    assert events.count("on device") == 1
+
+
+def test_a_host_resident_module_visits_the_device_without_a_copy_back() -> None:
+    """The life cycle, on the CPU standing in for the card: inside, the module runs on copies of its
+    weights; after, it holds the very host tensors it had (same storage: nothing was copied back,
+    nothing re-allocated on the host), also after a failure. (Pinning is CUDA only.)"""
+    from models.ltx.offload import HostResident
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8)).eval()
+    host = HostResident(module, torch.device("cpu"))
+    tensors = [*module.parameters(), *module.buffers()]
+    before = [t.data_ptr() for t in tensors]
+    assert host.host_bytes == sum(t.numel() * t.element_size() for t in tensors) and not host.pinned
+    x = torch.randn(3, 4)
+    expected = module(x)
+    with host.on_device() as visiting:
+        assert all(t.data_ptr() != p for t, p in zip(tensors, before, strict=True))  # the device copies
+        assert torch.equal(visiting(x), expected)
+    assert [t.data_ptr() for t in tensors] == before
+    with pytest.raises(RuntimeError, match="boom"), host.on_device():
+        raise RuntimeError("boom")
+    assert [t.data_ptr() for t in tensors] == before
 
 
 def test_fused_qkv_stays_off_by_default_even_on_cuda_because_ltx_never_calls_it() -> None:

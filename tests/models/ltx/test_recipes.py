@@ -5,10 +5,9 @@ diffusers' own pipeline called whole with the values diffusers' LTX documentatio
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
-
-import json
 
 import numpy as np
 import pytest
@@ -244,7 +243,12 @@ def test_a_0_9_5_checkpoint_runs_the_condition_pipelines_recipe(tmp_path: Path) 
     assert type(backend.pipe) is LTXConditionPipeline and backend.image_pipe is backend.pipe
     assert backend.describe()["recipe"] == "0.9.5+"
     assert steps == [(i, REQUEST.num_inference_steps) for i in range(1, REQUEST.num_inference_steps + 1)]
-    recipe = {"decode_timestep": 0.05, "decode_noise_scale": 0.025, "guidance_rescale": 0.7, "image_cond_noise_scale": 0.0}
+    recipe = {
+        "decode_timestep": 0.05,
+        "decode_noise_scale": 0.025,
+        "guidance_rescale": 0.7,
+        "image_cond_noise_scale": 0.0,
+    }
     assert _largest_difference(ours, _condition_reference(directory, REQUEST, **recipe)) <= 1
     # The old path (LTXPipeline on the same weights, 0.9.1's decode) gives another video.
     reference = LTXPipeline.from_pretrained(directory)
@@ -282,7 +286,12 @@ def test_image_to_video_on_a_later_checkpoint_is_the_condition_pipelines_image(t
     request = GenerationRequest(**{**REQUEST.__dict__, "image_path": picture})
     directory = _saved(tmp_path / "later", LTXConditionPipeline, later=True)
     ours, _, _ = _rendered(directory, request)
-    recipe = {"decode_timestep": 0.05, "decode_noise_scale": 0.025, "guidance_rescale": 0.7, "image_cond_noise_scale": 0.0}
+    recipe = {
+        "decode_timestep": 0.05,
+        "decode_noise_scale": 0.025,
+        "guidance_rescale": 0.7,
+        "image_cond_noise_scale": 0.0,
+    }
     assert _largest_difference(ours, _condition_reference(directory, request, **recipe)) <= 1
     assert _largest_difference(ours, _rendered(directory, REQUEST)[0]) > 1
 
@@ -295,7 +304,7 @@ def test_the_condition_pipelines_schedule_warning_is_dropped_only_where_it_says_
     line would only fill the logs (and trip a warning alert) on every request."""
     import logging
 
-    from models.ltx.backend import _SCHEDULER_LOG, _IDENTITY_SHIFT, shift_is_identity
+    from models.ltx.backend import _IDENTITY_SHIFT, _SCHEDULER_LOG, shift_is_identity
 
     _SCHEDULER_LOG.removeFilter(_IDENTITY_SHIFT)
     directory = _saved(tmp_path / "later", LTXConditionPipeline, later=True)
