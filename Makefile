@@ -135,7 +135,7 @@ lint: $(VENV)/.dev shellcheck
 	$(BIN)/ruff check serve models tests bench
 	$(BIN)/ruff format --check serve models tests bench
 	$(BIN)/mypy serve models bench
-	shellcheck startup/*.sh terraform/*.sh
+	shellcheck startup/*.sh terraform/*.sh bench/*.sh
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) outputs dist .cache .pytest_cache .mypy_cache .ruff_cache

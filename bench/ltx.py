@@ -9,11 +9,14 @@ encode, the first request's extra cost (compile, warm-up), load time, peak GPU m
 (compute does not depend on their values; real weights cannot be downloaded everywhere):
 `--size full` builds diffusers' default
 LTX-Video 2B transformer and VAE, `--size tiny` the test model. The text encoder is a one-layer
-stand-in with T5-XXL's width (the reference figures exclude text encoding).
+stand-in with T5-XXL's width (the reference figures exclude text encoding). `--recipe` picks the
+checkpoint layout and recipe: 0.9.1 (default: LTXPipeline, its VAE), 0.9.5 (LTXConditionPipeline,
+the 0.9.5+ VAE) or distilled (the same, 8 fixed steps without guidance, whatever --steps says).
 
     python -m bench.ltx                                    # full size on CUDA, tiny on a CPU
     python -m bench.ltx --height 512 --width 768 --frames 121 --steps 50
     python -m bench.ltx --model-path /var/lib/videogen/weights/ltx-video/0.9.1   # real weights
+    python -m bench.ltx --recipe distilled --variants plain,exact,fast   # the distilled recipe
     python -m bench.ltx --plan                             # the L4 memory plan, from the meta device
     python -m bench.ltx --offload-copy                     # the text encoder's visit: pageable vs pinned
 
@@ -46,7 +49,8 @@ import transformers
 from models.base import BackendOptions, GenerationRequest
 from models.ltx.backend import LTXVideoBackend
 from models.ltx.optimize import OptimizeOptions
-from models.ltx.tiny import SCHEDULER_CONFIG, build_tiny_pipeline, build_tokenizer
+from models.ltx.shapes import VAE_091, VAE_095
+from models.ltx.tiny import SCHEDULER_CONFIG, SCHEDULER_CONFIG_095, build_tiny_pipeline, build_tokenizer
 from models.mp4 import encode_mp4
 
 VARIANTS = {
@@ -61,11 +65,16 @@ VARIANTS = {
 }
 
 
-def build_full_pipeline(seed: int = 0) -> Any:
-    """Diffusers' default LTX-Video (2B) transformer and VAE, seeded random weights."""
+RECIPES = ("0.9.1", "0.9.5", "distilled")
+
+
+def build_full_pipeline(seed: int = 0, recipe: str = "0.9.1") -> Any:
+    """Diffusers' default LTX-Video (2B) transformer and `recipe`'s VAE (0.9.1's, or 0.9.5's for
+    0.9.5 and distilled) in its pipeline, seeded random weights."""
     from diffusers import (
         AutoencoderKLLTXVideo,
         FlowMatchEulerDiscreteScheduler,
+        LTXConditionPipeline,
         LTXPipeline,
         LTXVideoTransformer3DModel,
     )
@@ -75,7 +84,8 @@ def build_full_pipeline(seed: int = 0) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = LTXVideoTransformer3DModel()
-        vae = AutoencoderKLLTXVideo()
+        later = recipe != "0.9.1"
+        vae = AutoencoderKLLTXVideo(**(VAE_095 if later else VAE_091))
         text_encoder = T5EncoderModel(
             T5Config(
                 vocab_size=len(tokenizer),
@@ -90,8 +100,9 @@ def build_full_pipeline(seed: int = 0) -> Any:
         )
     for module in (transformer, vae, text_encoder):
         module.eval()
-    return LTXPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
+    pipeline = LTXConditionPipeline if later else LTXPipeline
+    return pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**(SCHEDULER_CONFIG_095 if later else SCHEDULER_CONFIG)),
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -102,14 +113,24 @@ def build_full_pipeline(seed: int = 0) -> Any:
 class _Prebuilt(LTXVideoBackend):
     name = "ltx-video-bench"
 
-    def __init__(self, options: BackendOptions, size: str) -> None:
+    def __init__(self, options: BackendOptions, size: str, recipe: str = "0.9.1") -> None:
         super().__init__(options)
-        self.size = size
+        self.size, self.bench_recipe = size, recipe
+
+    def _variant(self) -> str | None:
+        if self.options.model_path:
+            return super()._variant()
+        return "distilled" if self.bench_recipe == "distilled" else None
 
     def _build_pipeline(self) -> Any:
         if self.options.model_path:  # real weights: the served backend's own loading
             return super()._build_pipeline()
-        pipe = build_full_pipeline() if self.size == "full" else build_tiny_pipeline(layers=2)
+        if self.size == "full":
+            pipe = build_full_pipeline(recipe=self.bench_recipe)
+        else:
+            pipe = build_tiny_pipeline(
+                layers=2, noisy_vae=self.bench_recipe == "0.9.1", later=self.bench_recipe != "0.9.1"
+            )
         return pipe.to(dtype=self.dtype)
 
 
@@ -151,12 +172,14 @@ class Result:
     latent_error: float | None = None
     psnr_vs_exact: float | None = None
     optimizations: list[str] = field(default_factory=list)
+    recipe: str = ""
 
     def summary(self) -> dict[str, Any]:
         warm = self.runs[1:] or self.runs
         median = {key: statistics.median(run[key] for run in warm) for key in warm[0]}
         return {
             "name": self.name,
+            "recipe": self.recipe,
             "load_seconds": round(self.load_seconds, 3),
             "median_step_seconds": round(statistics.median(self.step_seconds), 4),
             "p90_step_seconds": round(_p90(self.step_seconds), 4),
@@ -175,7 +198,7 @@ class Result:
 
 def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest, device: torch.device) -> Any:
     options = BackendOptions(device=str(device), dtype=args.dtype, optimize=VARIANTS[name], model_path=args.model_path)
-    backend = _Prebuilt(options, args.size)
+    backend = _Prebuilt(options, args.size, args.recipe)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -183,6 +206,7 @@ def run_variant(name: str, args: argparse.Namespace, request: GenerationRequest,
     backend.load()
     result = Result(name, load_seconds=time.perf_counter() - started)
     result.optimizations = [f"{o.name}={o.status}" for o in backend.optimizations]
+    result.recipe = backend.recipe.summary()
     stamps: list[float] = []
 
     def on_step(step: int, total: int) -> None:
@@ -230,7 +254,7 @@ def _isolated(name: str, args: argparse.Namespace) -> Any:
         argv = [sys.executable, "-m", "bench.ltx", "--only", name, "--dump", dump, "--size", args.size]
         argv += ["--height", str(args.height), "--width", str(args.width), "--frames", str(args.frames)]
         argv += ["--steps", str(args.steps), "--guidance", str(args.guidance), "--runs", str(args.runs)]
-        argv += ["--dtype", args.dtype]
+        argv += ["--dtype", args.dtype, "--recipe", args.recipe]
         if args.model_path:
             argv += ["--model-path", args.model_path]
         if args.memory_cap_gib is not None:
@@ -397,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="per variant; the first also gives the first-request cost")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="plain must come first (the reference)")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--recipe", choices=RECIPES, default="0.9.1", help="random-weight layout and recipe (ignored with --model-path)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/ltx.json"))
     parser.add_argument(
         "--memory-cap-gib",
@@ -462,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "isolated": args.isolate,
         "weights": args.model_path or f"seeded random ({args.size})",
         "size": args.size,
+        "recipe": results[0]["recipe"],
         "memory_cap_gib": args.memory_cap_gib if cuda else None,
         "request": {
             "height": args.height,
@@ -478,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{report['machine']}, driver {versions['driver'] or '-'}, CUDA {versions['cuda'] or '-'}, "
         f"cuDNN {versions['cudnn'] or '-'}, torch {versions['torch']}, diffusers {versions['diffusers']}, "
-        f"transformers {versions['transformers']}; {report['weights']} weights, "
+        f"transformers {versions['transformers']}; {report['weights']} weights, recipe {report['recipe']}, "
         f"{args.height}x{args.width}x{args.frames}, {args.steps} steps, guidance {args.guidance}, "
         f"{args.runs} runs per variant{', each in its own process' if args.isolate else ''}\n"
     )

@@ -107,6 +107,10 @@ class LTXVideoBackend:
     def source(self) -> str:
         return self.options.model_path or DEFAULT_HUB_ID
 
+    def _variant(self) -> str | None:
+        """What the checkpoint declares of itself (models/ltx/recipes.py: a distilled one)."""
+        return declared_variant(self.source)
+
     def _card_bytes(self) -> int | None:
         if self.device.type != "cuda":
             return None
@@ -137,7 +141,7 @@ class LTXVideoBackend:
     def load(self) -> None:
         pipe = self._build_pipeline()
         transformer, vae = dict(pipe.transformer.config), dict(pipe.vae.config)
-        self.recipe = recipe_from_configs(type(pipe).__name__, transformer, vae, declared_variant(self.source))
+        self.recipe = recipe_from_configs(type(pipe).__name__, transformer, vae, self._variant())
         card = self._card_bytes()
         if card is not None and not Path(self.source).is_dir():  # a directory was checked before loading
             fits_on_card(transformer, vae, card, WORKING_RESERVE_BYTES)

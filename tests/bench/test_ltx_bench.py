@@ -56,3 +56,44 @@ def test_the_offload_copy_measurement_runs_the_real_visit(tmp_path: Path) -> Non
     report = json.loads((tmp_path / "ltx_offload_copy.json").read_text())
     assert report["gib"] == 0.25 and report["runs"] == 5
     assert report["pinned_visit_seconds"]["p50"] >= 0
+
+
+def test_full_size_pipelines_for_each_recipe_build_on_the_meta_device() -> None:
+    """`--size full --recipe ...` on a GPU: the 2B transformer with each version's VAE in its pipeline
+    (built here on the meta device: shapes, no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        pipes = {recipe: ltx.build_full_pipeline(recipe=recipe) for recipe in ltx.RECIPES}
+    assert {name: type(pipe).__name__ for name, pipe in pipes.items()} == {
+        "0.9.1": "LTXPipeline",
+        "0.9.5": "LTXConditionPipeline",
+        "distilled": "LTXConditionPipeline",
+    }
+    assert pipes["0.9.1"].vae.config.decoder_inject_noise[0] is True
+    assert "LTXVideo095DownBlock3D" in pipes["distilled"].vae.config.down_block_types
+    assert pipes["distilled"].scheduler.config.use_dynamic_shifting is False
+
+
+def test_the_prepared_gpu_script_runs_a_stage_and_reports_it(tmp_path: Path) -> None:
+    """bench/gpu_figures.sh, the one script a GPU session runs: here one stage at a tiny size."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "SMALL": "1", "RESULTS": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(root / "bench" / "gpu_figures.sh"), "offload"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "## offload (" in done.stdout and "| HostResident visit" in done.stdout
+    assert json.loads((tmp_path / "ltx_offload_copy.json").read_text())["gib"] == 0.25  # --offload-copy names it
+    bad = subprocess.run(
+        ["bash", str(root / "bench" / "gpu_figures.sh"), "nope"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "unknown stage nope" in bad.stderr

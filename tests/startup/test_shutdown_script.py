@@ -99,7 +99,7 @@ def test_scripts_pass_shellcheck() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("shellcheck is missing; `make test` installs it from Debian's packages")
         pytest.skip("shellcheck is not installed (make test installs it with apt-get where it can)")
-    scripts = sorted(str(p) for p in (ROOT / "startup").glob("*.sh"))
+    scripts = sorted(str(p) for folder in ("startup", "terraform", "bench") for p in (ROOT / folder).glob("*.sh"))
     assert scripts
     done = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
