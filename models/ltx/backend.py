@@ -126,7 +126,7 @@ class LTXVideoBackend:
             # Refuse a checkpoint this server cannot run, or this card cannot hold, before reading
             # its weights, and load it with the pipeline its recipe names.
             pipeline_class, transformer, vae = configs_of(Path(source))
-            recipe = recipe_from_configs(pipeline_class, transformer, vae, declared_variant(source))
+            recipe = recipe_from_configs(pipeline_class, transformer, vae, self._variant())
             card = self._card_bytes()
             if card is not None:
                 fits_on_card(transformer, vae, card, WORKING_RESERVE_BYTES)
