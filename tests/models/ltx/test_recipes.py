@@ -19,7 +19,6 @@ from models.base import BackendOptions, GenerationRequest
 from models.ltx.backend import WORKING_RESERVE_BYTES, LTXVideoBackend
 from models.ltx.optimize import OptimizeOptions
 from models.ltx.recipes import (
-    DISTILLED_TIMESTEPS,
     MARKER,
     UnsupportedCheckpoint,
     fits_on_card,
@@ -31,6 +30,14 @@ from models.ltx.tiny import LTXVideoTinyBackend, build_tiny_pipeline
 from tests.models.ltx.test_memory import CARDS
 
 EAGER = OptimizeOptions(compile="off", attention_backend="off")
+# LTXConditionPipeline's arguments as diffusers' LTX documentation runs 0.9.7 / 0.9.8 (the distilled
+# ones add their timesteps and guidance 1.0).
+DOCUMENTED_0_9_5: dict[str, Any] = {
+    "decode_timestep": 0.05,
+    "decode_noise_scale": 0.025,
+    "guidance_rescale": 0.7,
+    "image_cond_noise_scale": 0.0,
+}
 
 REQUEST = GenerationRequest(prompt="a lighthouse at dusk", height=64, width=96, num_frames=17, num_inference_steps=4)
 
@@ -243,13 +250,7 @@ def test_a_0_9_5_checkpoint_runs_the_condition_pipelines_recipe(tmp_path: Path) 
     assert type(backend.pipe) is LTXConditionPipeline and backend.image_pipe is backend.pipe
     assert backend.describe()["recipe"] == "0.9.5+"
     assert steps == [(i, REQUEST.num_inference_steps) for i in range(1, REQUEST.num_inference_steps + 1)]
-    recipe = {
-        "decode_timestep": 0.05,
-        "decode_noise_scale": 0.025,
-        "guidance_rescale": 0.7,
-        "image_cond_noise_scale": 0.0,
-    }
-    assert _largest_difference(ours, _condition_reference(directory, REQUEST, **recipe)) <= 1
+    assert _largest_difference(ours, _condition_reference(directory, REQUEST, **DOCUMENTED_0_9_5)) <= 1
     # The old path (LTXPipeline on the same weights, 0.9.1's decode) gives another video.
     reference = LTXPipeline.from_pretrained(directory)
     reference.set_progress_bar_config(disable=True)
@@ -267,13 +268,7 @@ def test_a_distilled_checkpoint_runs_its_eight_steps_without_guidance(tmp_path: 
     assert backend.describe()["recipe"] == "0.9.5+ distilled (8 fixed steps, guidance 1)"
     assert steps == [(i, 8) for i in range(1, 9)]
     distilled = GenerationRequest(**{**REQUEST.__dict__, "guidance_scale": 1.0})
-    recipe = {
-        "timesteps": list(DISTILLED_TIMESTEPS),
-        "decode_timestep": 0.05,
-        "decode_noise_scale": 0.025,
-        "guidance_rescale": 0.7,
-        "image_cond_noise_scale": 0.0,
-    }
+    recipe = {**DOCUMENTED_0_9_5, "timesteps": [1000, 993, 987, 981, 975, 909, 725, 0.03]}
     assert _largest_difference(ours, _condition_reference(directory, distilled, **recipe)) <= 1
     # Undeclared, the same weights run the dev recipe: another video.
     (directory / MARKER).unlink()
@@ -286,13 +281,7 @@ def test_image_to_video_on_a_later_checkpoint_is_the_condition_pipelines_image(t
     request = GenerationRequest(**{**REQUEST.__dict__, "image_path": picture})
     directory = _saved(tmp_path / "later", LTXConditionPipeline, later=True)
     ours, _, _ = _rendered(directory, request)
-    recipe = {
-        "decode_timestep": 0.05,
-        "decode_noise_scale": 0.025,
-        "guidance_rescale": 0.7,
-        "image_cond_noise_scale": 0.0,
-    }
-    assert _largest_difference(ours, _condition_reference(directory, request, **recipe)) <= 1
+    assert _largest_difference(ours, _condition_reference(directory, request, **DOCUMENTED_0_9_5)) <= 1
     assert _largest_difference(ours, _rendered(directory, REQUEST)[0]) > 1
 
 
