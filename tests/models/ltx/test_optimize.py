@@ -21,12 +21,19 @@ REQUEST = GenerationRequest(prompt="a lighthouse at dusk", height=64, width=96, 
 class ThreeBlocks(LTXVideoTinyBackend):
     """The tiny model with three transformer blocks (block caching needs more than one)."""
 
+    later = False  # a 0.9.5-style checkpoint (LTXConditionPipeline)
+
     def _build_pipeline(self) -> Any:
-        return build_tiny_pipeline(layers=3)
+        return build_tiny_pipeline(layers=3, later=self.later)
 
 
-def _backend(**optimize: Any) -> LTXVideoTinyBackend:
-    backend = ThreeBlocks(BackendOptions(device="cpu", optimize=OptimizeOptions(**optimize)))
+class ThreeBlocksLater(ThreeBlocks):
+    later = True
+
+
+def _backend(later: bool = False, **optimize: Any) -> LTXVideoTinyBackend:
+    kind = ThreeBlocksLater if later else ThreeBlocks
+    backend = kind(BackendOptions(device="cpu", optimize=OptimizeOptions(**optimize)))
     backend.load()
     return backend
 
@@ -156,11 +163,14 @@ def test_fused_qkv_stays_off_by_default_even_on_cuda_because_ltx_never_calls_it(
     assert not any(hasattr(m, "to_qkv") for m in pipe.transformer.modules())
 
 
-def test_fast_mode_serves_other_sizes_after_an_aborted_generation() -> None:
+@pytest.mark.parametrize("later", [False, True], ids=["LTXPipeline", "LTXConditionPipeline"])
+def test_fast_mode_serves_other_sizes_after_an_aborted_generation(later: bool) -> None:
     """The first-block cache keeps per-call state that diffusers resets only at the end of a
-    completed call; an aborted one (cancel, timeout) must not poison the next request."""
-    fast = _backend(mode="fast", attention_backend="off", fuse_qkv="off", compile="off", cache_threshold=1e9)
+    completed call; an aborted one (cancel, timeout) must not poison the next request. Both
+    pipelines (0.9.5+ runs through the condition pipeline)."""
+    fast = _backend(later, mode="fast", attention_backend="off", fuse_qkv="off", compile="off", cache_threshold=1e9)
     assert ("first_block_cache:1000000000.0", "on") in [(o.name, o.status) for o in fast.optimizations]
+    assert fast.recipe.conditioned is later
 
     class Aborted(Exception):
         pass
