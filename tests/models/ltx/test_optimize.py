@@ -205,13 +205,14 @@ def test_the_same_seed_gives_the_same_video_with_a_noise_injecting_vae() -> None
     assert not (first == other_seed).all()
 
 
-def test_no_user_request_compiles_after_load() -> None:
+@pytest.mark.parametrize("later", [False, True], ids=["LTXPipeline", "LTXConditionPipeline"])
+def test_no_user_request_compiles_after_load(later: bool) -> None:
     """The speedups' probe compiles the repeated block at one size; the first request of any other
     size (or without guidance: batch 1) used to compile again inside its own deadline (5.7 s here on
     the tiny model, minutes for the real one on a GPU). Load now settles the shapes as dynamic."""
     from torch._dynamo.utils import counters
 
-    backend = _backend(attention_backend="off", fuse_qkv="off", compile="on")
+    backend = _backend(later, attention_backend="off", fuse_qkv="off", compile="on")
     assert ("compile_repeated_blocks", "on") in [(o.name, o.status) for o in backend.optimizations]
     graphs = counters["stats"]["unique_graphs"]
     for request in (
